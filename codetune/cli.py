@@ -77,9 +77,10 @@ def init_model_cmd(
 @one_line_errors
 def prepare_cmd(config: ConfigArg, overrides: OverridesArg = None):
     """Turn the config's sources into a tokenized, packed train/validation set under <output_dir>/data."""
+    cfg = load(config, overrides)
     from codetune.data.run import run
 
-    result = run(load(config, overrides))
+    result = run(cfg)
     typer.echo(result.summary())
 
 
@@ -94,12 +95,13 @@ def plan_cmd(
     num_gpus: Annotated[int | None, typer.Option(help="Number of GPUs")] = None,
 ):
     """Predict peak GPU memory and training time before loading any weights."""
-    from codetune.plan.run import run
-
     extra = [f"plan.{k}={v}" for k, v in
              {"gpu": gpu, "gpu_memory_gb": gpu_memory_gb, "gpu_tflops": gpu_tflops, "num_gpus": num_gpus}.items()
              if v is not None]
-    result = run(load(config, (overrides or []) + extra))
+    cfg = load(config, (overrides or []) + extra)
+    from codetune.plan.run import run
+
+    result = run(cfg)
     typer.echo(result.summary())
 
 
@@ -114,9 +116,10 @@ def train_cmd(
     ] = False,
 ):
     """Fine-tune (full, LoRA, QLoRA) with exact resume, checkpoints, metrics and plots."""
+    cfg = load(config, overrides)
     from codetune.train.run import run
 
-    result = run(load(config, overrides), resume=resume, force=force)
+    result = run(cfg, resume=resume, force=force)
     typer.echo(result.summary())
 
 
