@@ -148,5 +148,116 @@ def export_cmd(
     typer.echo(result.summary())
 
 
+@app.command("serve")
+@one_line_errors
+def serve_cmd(
+    model: Annotated[str, typer.Argument(help="Hub model name, model directory, or LoRA adapter directory")],
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory to apply to MODEL")] = None,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require `Authorization: Bearer KEY` on /v1", envvar="CODETUNE_API_KEY")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="transformers | vllm (needs vllm and a GPU)")] = "transformers",
+    max_tokens_cap: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for")] = 1024,
+    max_batch_size: Annotated[int, typer.Option(help="Sequences generated together")] = 8,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with")] = 10.0,
+    model_name: Annotated[str | None, typer.Option(help="Model id clients send (default: MODEL)")] = None,
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+):
+    """Serve a model over an OpenAI-compatible API (completions, FIM, chat) with a playground at /."""
+    from codetune.serve.run import run
+
+    run(model, adapter, dtype=dtype, host=host, port=port, api_key=api_key, engine=engine,
+        max_tokens_cap=max_tokens_cap, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
+        model_name=model_name)
+
+
+@app.command("eval")
+@one_line_errors
+def eval_cmd(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="Run directory: evaluate the base model and every checkpoint")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model to evaluate: local directory or hub name")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory applied on --model")] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated: perplexity,humaneval,multipl-e:java,humaneval-x:cpp,sql,sparql")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Execution task: humaneval, multipl-e:<lang>, humaneval-x:<lang>")
+    ] = None,
+    samples: Annotated[
+        Path | None, typer.Option(help="Generations to score: human-eval JSONL or bigcode generations JSON")
+    ] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(help="Local JSONL (or directory) or hub name; with several tasks TASK=PATH (repeatable)"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Where results.json and samples.jsonl go")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems (files per language)")] = None,
+    n_samples: Annotated[int | None, typer.Option(help="Samples per problem")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature; 0 is greedy")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation limit per sample")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Prompts (or perplexity windows) per batch")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
+    stride: Annotated[int | None, typer.Option(help="Perplexity sliding-window stride")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Perplexity window (default: model context)")] = None,
+    perplexity_path: Annotated[
+        list[str] | None, typer.Option(help="File or directory for perplexity (repeatable)")
+    ] = None,
+    sparql_graph: Annotated[str | None, typer.Option(help="Local RDF file for SPARQL answer-set F1")] = None,
+    k: Annotated[list[int] | None, typer.Option(help="pass@k values, reported where n >= k (repeatable)")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Wall time per executed program [default: 10]")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory limit per executed program [default: 1024]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel sandboxes (default: all cores)")] = None,
+    allow_unsafe: Annotated[
+        bool, typer.Option(help="Execute without isolation when neither bubblewrap nor unshare works")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Evaluate again even where results with the same protocol exist")] = False,
+):
+    """Evaluate code models: `--model M` or RUN_DIR (base + every checkpoint) on --tasks; `--task T --samples
+    FILE` scores generations produced elsewhere."""
+    from codetune.errors import ConfigError
+
+    if samples is not None or task is not None:
+        if task is None or samples is None:
+            raise ConfigError("scoring generations needs both --task and --samples")
+        if run_dir is not None or model is not None:
+            raise ConfigError("--samples scores existing generations; drop RUN_DIR / --model")
+        from codetune.evaluate.score import score_file, summary
+
+        if dataset and len(dataset) > 1:
+            raise ConfigError("--samples takes one --dataset")
+        results = score_file(task, samples, dataset=dataset[0] if dataset else None, output_dir=output,
+                             ks=k or [1, 10, 100], timeout_s=timeout_s or 10.0, memory_mb=memory_mb or 1024,
+                             workers=workers, allow_unsafe=allow_unsafe)
+        typer.echo(summary(results))
+        return
+    if run_dir is None and model is None:
+        raise ConfigError("eval needs RUN_DIR, --model M, or --task T --samples FILE")
+    task_list = [t.strip() for t in tasks.split(",")] if tasks else None
+    datasets = {}
+    for entry in dataset or []:
+        name, sep, path = entry.partition("=")
+        if sep:
+            datasets[name.strip()] = path.strip()
+        elif task_list and len(task_list) == 1:
+            datasets[task_list[0]] = entry
+        else:
+            raise ConfigError(f"--dataset {entry}: with several tasks write TASK=PATH")
+    overrides = {"limit": limit, "n_samples": n_samples, "temperature": temperature, "top_p": top_p,
+                 "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "stride": stride,
+                 "max_length": max_length, "perplexity_paths": perplexity_path, "sparql_graph": sparql_graph,
+                 "k": k, "timeout_s": timeout_s, "memory_mb": memory_mb, "workers": workers,
+                 "allow_unsafe": allow_unsafe or None, "datasets": datasets or None}
+    from codetune.evaluate.run import run
+
+    outcome = run(run_dir=run_dir, model=model, adapter=adapter, tasks=task_list, output=output,
+                  overrides=overrides, force=force)
+    typer.echo(outcome.summary())
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m codetune`
     sys.exit(app())

@@ -169,6 +169,9 @@ class EvalConfig(Section):
     perplexity_paths: list[str] = Field(
         default_factory=list, description="Files or directories for perplexity besides the held-out split"
     )
+    sparql_graph: str | None = Field(
+        None, description="Local RDF file (Turtle, N-Triples, ...) for SPARQL answer-set F1; none: EM and BLEU only"
+    )
     timeout_s: float = Field(10.0, gt=0, description="Wall time per executed program")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per executed program")
     workers: int | None = Field(None, ge=1, description="Parallel executions (default: all cores)")
@@ -182,7 +185,9 @@ class PlanConfig(Section):
     num_gpus: int = Field(1, ge=1, description="GPUs per run")
     engine: Literal["ddp", "fsdp", "zero2", "zero3"] = Field("ddp", description="Multi-GPU sharding engine")
     mfu: float = Field(0.4, gt=0, le=1, description="Assumed model FLOPs utilisation for the time estimate")
-    total_tokens: int | None = Field(None, ge=1, description="Training tokens when no dataset is prepared")
+    total_tokens: int | None = Field(
+        None, ge=1, description="Training-set tokens (one epoch) when no dataset is prepared; epochs multiply it"
+    )
 
 
 class ServeConfig(Section):
@@ -190,9 +195,10 @@ class ServeConfig(Section):
     port: int = Field(8000, ge=1, le=65535, description="Port")
     api_key: str | None = Field(None, description="Bearer key required on /v1 requests")
     max_tokens_cap: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for")
-    max_batch_size: int = Field(8, ge=1, description="Requests batched together")
-    batch_wait_ms: float = Field(10.0, ge=0, description="How long to gather a batch")
+    max_batch_size: int = Field(8, ge=1, description="Sequences generated together in one batch")
+    batch_wait_ms: float = Field(10.0, ge=0, description="How long a request waits for others to batch with")
     engine: Literal["transformers", "vllm"] = Field("transformers", description="Inference engine")
+    model_name: str | None = Field(None, description="Model id clients send (default: MODEL as given)")
 
 
 class Config(Section):

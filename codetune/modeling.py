@@ -120,3 +120,65 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, quanti
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model
+
+
+# ---- training additions: quantization, special-token embeddings, full | lora | qlora ----
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence the architecture's position scheme allows (None when it does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def quantization_config(method_cfg, dtype):
+    """bitsandbytes 4-bit (NF4 by default, double quantization) for QLoRA; compute dtype follows `dtype`."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if method_cfg.compute_dtype == "auto" else getattr(torch, method_cfg.compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=method_cfg.quant_type,
+        bnb_4bit_use_double_quant=method_cfg.double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def resize_for_tokenizer(model, tokenizer) -> list[int]:
+    """Grow the embeddings to the tokenizer's size; returns the ids of the new rows (to train under LoRA).
+
+    New rows start at the mean of the old ones (transformers' mean_resizing), so the added tokens begin
+    with a sensible, non-random distribution instead of dominating the first steps.
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= old:
+        return []
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return list(range(old, len(tokenizer)))
+
+
+def apply_method(model, method_cfg, new_token_ids: list[int] | None = None, gradient_checkpointing: bool = False):
+    """Make `model` trainable the way `method_cfg.kind` says: every weight (full) or a LoRA/DoRA adapter
+    (lora; qlora on a 4-bit base). Embedding rows of newly added tokens are trained under LoRA too."""
+    if method_cfg.kind == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if method_cfg.kind == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    lora = LoraConfig(
+        r=method_cfg.r,
+        lora_alpha=method_cfg.alpha,
+        lora_dropout=method_cfg.dropout,
+        target_modules=method_cfg.target_modules,
+        use_dora=method_cfg.use_dora,
+        task_type="CAUSAL_LM",
+        trainable_token_indices=list(new_token_ids) if new_token_ids else None,
+    )
+    return get_peft_model(model, lora)

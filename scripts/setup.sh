@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="bubblewrap libjavatuples-java libboost-dev libssl-dev sqlite3 nodejs g++"
+APT_PACKAGES="bubblewrap libjavatuples-java libboost-dev libssl-dev sqlite3 nodejs g++ chromium"
 command -v javac >/dev/null 2>&1 || APT_PACKAGES="$APT_PACKAGES default-jdk-headless"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ ARCHIVE_SUFFIXES = (".zip", ".jar", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar
 class RawFile:
     path: str  # relative to the source root (or archive member name)
     data: bytes
+    unreadable: bool = False  # the OS refused to read it; `data` is then a NUL-led marker
 
 
 def is_archive(path: Path) -> bool:
@@ -73,7 +75,7 @@ def _read_one(path: Path, root: Path, max_file_bytes: int | None) -> Iterator[Ra
             return
         yield RawFile(rel, path.read_bytes())
     except OSError:
-        yield RawFile(rel, b"\x00unreadable")
+        yield RawFile(rel, b"\x00unreadable", unreadable=True)
 
 
 def iter_archive(path: Path, max_file_bytes: int | None = None) -> Iterator[RawFile]:
@@ -85,8 +87,14 @@ def iter_archive(path: Path, max_file_bytes: int | None = None) -> Iterator[RawF
                 for info in zf.infolist():
                     if info.is_dir() or any(p in SKIP_DIRS for p in info.filename.split("/")):
                         continue
-                    with zf.open(info) as fh:
-                        yield RawFile(info.filename, fh.read(limit) if limit else fh.read())
+                    try:
+                        with zf.open(info) as fh:
+                            data = fh.read(limit) if limit else fh.read()
+                    except (zipfile.BadZipFile, zlib.error, OSError, NotImplementedError):
+                        # One corrupt or unsupported member (bad CRC, exotic compression): count it and go on.
+                        yield RawFile(info.filename, b"\x00unreadable", unreadable=True)
+                        continue
+                    yield RawFile(info.filename, data)
             return
         with tarfile.open(path) as tf:
             for member in tf:
@@ -95,7 +103,7 @@ def iter_archive(path: Path, max_file_bytes: int | None = None) -> Iterator[RawF
                 fh = tf.extractfile(member)
                 if fh is not None:
                     yield RawFile(member.name, fh.read(limit) if limit else fh.read())
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from None
 
 

@@ -1,0 +1,45 @@
+"""HumanEval-X (Hub `THUDM/humaneval-x` or local `humaneval_<lang>.jsonl`): HumanEval in several languages,
+with canonical solutions in each, which is how we check that the executor is right.
+
+Program = [headers] + prompt + completion + "\\n" + test, as CodeGeeX's evaluator builds it; for C++ the
+standard headers (and Boost.Any) the tests assume are put first when the prompt lacks them. Completions of
+brace languages stop on the closing "\\n}" of the function (Java: of the class) and keep it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codetune.evaluate.languages import Language
+from codetune.evaluate.tasks import Problem, Task, load_hub_rows, read_jsonl, require_fields, sha256_file
+
+HUB_NAME = "THUDM/humaneval-x"
+CPP_HEADERS = ("stdlib.h", "algorithm", "cmath", "math.h", "numeric", "stdio.h", "vector", "set", "map", "queue",
+               "stack", "list", "deque", "boost/any.hpp", "string", "climits", "cstring", "iostream", "sstream",
+               "fstream")
+
+
+def _cpp_setup(prompt: str) -> str:
+    lines = [f"#include<{h}>" for h in CPP_HEADERS if f"<{h}>" not in prompt.replace(" ", "")]
+    return "\n".join(lines + ["using namespace std;"]) + "\n"
+
+
+def load(language: Language, dataset: str | None = None) -> Task:
+    if dataset and Path(dataset).is_dir():
+        dataset = str(Path(dataset) / f"humaneval_{language.name}.jsonl")
+    if dataset and (Path(dataset).suffix in (".jsonl", ".gz") or Path(dataset).exists()):
+        path = Path(dataset)
+        rows, source, digest = read_jsonl(path), str(path), sha256_file(path)
+    else:
+        name = dataset or HUB_NAME
+        rows, source, digest = load_hub_rows(name, language.name), f"{name}:{language.name}", None
+    require_fields(rows, ("task_id", "prompt", "test"), source)
+    brace = language.name != "python"
+    stops = ("\n}",) if brace else language.stop_sequences
+    problems = []
+    for row in rows:
+        setup = _cpp_setup(row["prompt"]) if language.name == "cpp" else ""
+        problems.append(Problem(task_id=row["task_id"], prompt=row["prompt"], tests=row["test"], stop_sequences=stops,
+                                canonical_solution=row.get("canonical_solution"), setup=setup))
+    return Task(name=f"humaneval-x:{language.name}", language=language, dataset=source, dataset_sha256=digest,
+                keep_stop=brace, problems_list=problems)

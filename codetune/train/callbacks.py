@@ -1,0 +1,207 @@
+"""Trainer callbacks: `metrics.jsonl` rows, a rich progress bar, SIGINT/SIGTERM -> checkpoint and stop,
+and a checkpoint at every epoch end.
+
+`metrics.jsonl` holds one JSON object per logged step. The Trainer logs the training metrics and the
+evaluation of the same step separately; `MetricsWriter` merges them into one row and writes a row
+once its step is over (or just before a checkpoint, so every row up to a checkpoint is on disk before
+the checkpoint exists). On resume, `truncate_metrics` drops the rows past the checkpoint, which the
+resumed run is about to write again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from codetune.report.training import METRICS_FILE, read_metrics
+
+def perplexity(loss: float) -> float:
+    """exp(mean token cross-entropy); inf instead of an OverflowError for a diverged model."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def rate(amount: float, seconds: float) -> float | None:
+    return amount / seconds if seconds > 0 else None
+
+
+def peak_memory_mb() -> float:
+    """Peak CUDA memory allocated by tensors; on CPU the process's peak resident memory."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def truncate_metrics(path: Path, max_step: int) -> int:
+    """Keep only rows with step <= max_step (rewritten atomically); returns how many were dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    rows = read_metrics(path)
+    kept = [r for r in rows if r["step"] <= max_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    tmp.replace(path)
+    return len(rows) - len(kept)
+
+
+class MetricsWriter(TrainerCallback):
+    """Appends one merged row per logged step to metrics.jsonl."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.pending: dict | None = None
+        self.last_row: dict = {}
+        self._mark_time = time.perf_counter()
+        self._mark_tokens = 0
+
+    def exclude_time(self, seconds: float) -> None:
+        """Leave time not spent training (checkpoint writes) out of tokens_per_s."""
+        self._mark_time += seconds
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.pending) + "\n")
+        self.last_row = self.pending
+        self.pending = None
+
+    def _row(self, state) -> dict:
+        if self.pending is not None and self.pending["step"] != state.global_step:
+            self.flush()
+        if self.pending is None:
+            self.pending = {"step": state.global_step, "epoch": state.epoch,
+                            "tokens_seen": state.num_input_tokens_seen}
+        return self.pending
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._mark_time = time.perf_counter()
+        self._mark_tokens = state.num_input_tokens_seen
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.pending is not None and self.pending["step"] != state.global_step:
+            self.flush()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            now = time.perf_counter()
+            row = self._row(state)
+            row.update(
+                loss=logs["loss"],
+                lr=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens_per_s=rate(state.num_input_tokens_seen - self._mark_tokens, now - self._mark_time),
+                peak_memory_mb=round(peak_memory_mb(), 1),
+            )
+            self._mark_time, self._mark_tokens = now, state.num_input_tokens_seen
+        elif "eval_loss" in logs:
+            row = self._row(state)
+            row.update(eval_loss=logs["eval_loss"], perplexity=perplexity(logs["eval_loss"]))
+            self.exclude_time(float(logs.get("eval_runtime", 0.0)))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar over optimizer steps with the latest loss, eval loss and throughput."""
+
+    def __init__(self):
+        self.progress = None
+        self.task = None
+        self.status = ""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, status="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step, status=self.status)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.status = f"loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}"
+        if "eval_loss" in logs:
+            self.status += f"  eval {logs['eval_loss']:.4f}"
+        if self.progress is not None:
+            self.progress.update(self.task, status=self.status)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also after an exception, which skips on_train_end)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class SaveAtEpochEnd(TrainerCallback):
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_save = True
+
+
+class StopOnSignal(TrainerCallback):
+    """After SIGINT/SIGTERM, finish the current optimizer step, save a checkpoint and stop.
+
+    A second signal while stopping falls through to the default behaviour (exit at once).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.step: int | None = None
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.received = signum
+
+    @contextmanager
+    def installed(self):
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            self.step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""

@@ -1,0 +1,268 @@
+"""`codetune train CONFIG [--resume auto|PATH] [--force]`: fine-tune full, LoRA or QLoRA on the prepared
+dataset with exact resume, atomic checkpoints, metrics.jsonl, plots and a loadable final model.
+
+Order of work: every refusal (checks.py) -> config.yaml -> prepare the data if it is missing -> load
+the model -> Trainer -> `final/` (model or adapter + tokenizer + model card) -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from codetune.errors import CodetuneError, DataError, RefusedError
+from codetune.train import checkpoints, checks
+
+CPU_MICRO_BATCH = 4  # `train.micro_batch: auto` without a GPU: small enough for any model that fits in RAM
+TRAINING_ARTIFACTS = ("checkpoints", "final", "metrics.jsonl", "report")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    resumed_from: Path | None
+    last_loss: float | None
+    eval_loss: float | None
+    tokens_seen: int
+    wall_s: float
+    report_html: Path | None
+
+    def summary(self) -> str:
+        parts = [f"trained to step {self.steps} in {self.wall_s:.0f} s"]
+        if self.resumed_from is not None:
+            parts[0] += f" (resumed from {self.resumed_from.name})"
+        if self.last_loss is not None:
+            parts.append(f"loss {self.last_loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval loss {self.eval_loss:.4f}")
+        parts.append(f"model: {self.final_dir}")
+        if self.report_html is not None:
+            parts.append(f"report: {self.report_html}")
+        return "; ".join(parts)
+
+
+def has_training_artifacts(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in TRAINING_ARTIFACTS)
+
+
+def clear_training_artifacts(run_dir: Path) -> None:
+    for name in TRAINING_ARTIFACTS:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def resolve_memory_plan(cfg, cuda: bool, force: bool) -> tuple[int, bool]:
+    """(micro_batch, gradient_checkpointing). On a GPU the planner (when present) answers `auto` and
+    refuses a config it predicts to run out of memory; on CPU, `auto` means a small batch, no recompute."""
+    micro, gc = cfg.train.micro_batch, cfg.train.gradient_checkpointing
+    plan = None
+    if cuda and (micro == "auto" or gc == "auto" or not force):
+        try:
+            from codetune.plan.run import plan_for_config
+        except ImportError:
+            plan_for_config = None
+        if plan_for_config is not None:
+            plan = plan_for_config(cfg)
+    if plan is not None:
+        if getattr(plan, "fits", True) is False and not force:
+            raise RefusedError(f"the plan predicts out-of-memory: {plan.recommendation} (or pass --force)")
+        if micro == "auto":
+            micro = plan.micro_batch
+        if gc == "auto":
+            gc = plan.gradient_checkpointing
+    return (CPU_MICRO_BATCH if micro == "auto" else int(micro)), (False if gc == "auto" else bool(gc))
+
+
+def load_data(cfg, fingerprint: str):
+    """(train, valid) datasets; runs `codetune prepare` first when the data is missing."""
+    data_dir = cfg.run_dir / "data"
+    if not (data_dir / "prepare_report.json").is_file():
+        try:
+            from codetune.data.run import run as prepare
+        except ImportError:
+            raise DataError(f"no prepared data under {data_dir} and the prepare flow is unavailable") from None
+        prepare(cfg)
+    report = json.loads((data_dir / "prepare_report.json").read_text(encoding="utf-8"))
+    checks.check_prepared(report, fingerprint, cfg.data.seq_len, data_dir)
+    try:
+        from codetune.data.run import load_prepared
+    except ImportError:
+        load_prepared = None
+    if load_prepared is not None:
+        train_ds, valid_ds, _ = load_prepared(cfg.run_dir)
+    else:
+        from datasets import load_from_disk
+
+        train_ds = load_from_disk(str(data_dir / "train"))
+        valid_ds = load_from_disk(str(data_dir / "valid")) if (data_dir / "valid").is_dir() else None
+    if len(train_ds) == 0:
+        raise DataError(f"{data_dir / 'train'} holds no sequences")
+    return train_ds, (valid_ds if valid_ds is not None and len(valid_ds) > 0 else None)
+
+
+def load_model_for_training(cfg, tokenizer, gradient_checkpointing: bool, cuda: bool):
+    """The base model in the right dtype (fp32 master weights for full fine-tuning, which then trains under
+    bf16/fp16 autocast; the compute dtype for a LoRA base; 4-bit for QLoRA), embeddings grown for added
+    tokens, and the method applied."""
+    from codetune.modeling import apply_method, load_model, quantization_config, resize_for_tokenizer, resolve_dtype
+
+    dtype = resolve_dtype(cfg.model.dtype)
+    if cfg.method.kind == "full":
+        model = load_model(cfg.model.model_copy(update={"dtype": "float32"}))
+    elif cfg.method.kind == "lora":
+        model = load_model(cfg.model)
+    else:
+        device_map = {"": 0} if cuda else None
+        model = load_model(cfg.model, quantization_config=quantization_config(cfg.method, dtype),
+                           device_map=device_map)
+    new_ids = resize_for_tokenizer(model, tokenizer)
+    if gradient_checkpointing:
+        model.config.use_cache = False
+    model = apply_method(model, cfg.method, new_ids, gradient_checkpointing)
+    model.train()
+    return model, dtype
+
+
+def _preflight(cfg, resume: str | None, force: bool, cuda: bool):
+    """Every refusal, before any file is written. Returns (tokenizer, fingerprint, checkpoint, micro, gc,
+    data_is_stale)."""
+    from codetune.modeling import load_config_only, load_tokenizer, max_positions, tokenizer_fingerprint
+
+    artifacts = has_training_artifacts(cfg.run_dir)
+    sections = checks.check_foreign_run(cfg, force, artifacts)
+    checks.check_packages(cfg)
+    checks.check_device(cfg, cuda)
+    model_config = load_config_only(cfg.model)
+    checks.check_seq_len(cfg.data.seq_len, max_positions(model_config), cfg.model.name_or_path)
+    tokenizer = load_tokenizer(cfg.model)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    data_is_stale = bool({"data", "model"} & set(sections)) and force
+    report_path = cfg.run_dir / "data" / "prepare_report.json"
+    if report_path.is_file() and not data_is_stale:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        checks.check_prepared(report, fingerprint, cfg.data.seq_len, report_path.parent)
+    ckpt = checkpoints.resolve_resume(cfg.run_dir, resume)
+    checks.check_existing_progress(
+        cfg, resume, force,
+        has_checkpoints=bool(checkpoints.complete_checkpoints(cfg.run_dir)),
+        finished=(cfg.run_dir / "final").exists(),
+    )
+    micro, gc = resolve_memory_plan(cfg, cuda, force)
+    return tokenizer, fingerprint, ckpt, micro, gc, data_is_stale
+
+
+def run(cfg, resume: str | None = None, force: bool = False, extra_callbacks: list | None = None) -> TrainResult:
+    import torch
+    from transformers import set_seed
+
+    from codetune.config import write_resolved
+    from codetune.report.training import METRICS_FILE, read_metrics
+    from codetune.train.callbacks import MetricsWriter, RichProgress, SaveAtEpochEnd, StopOnSignal, truncate_metrics
+    from codetune.train.trainer import CodetuneTrainer, NonFiniteLoss, collate, training_arguments
+
+    started = time.perf_counter()
+    run_dir = cfg.run_dir
+    cuda = torch.cuda.is_available()
+    tokenizer, fingerprint, ckpt, micro, gc, data_is_stale = _preflight(cfg, resume, force, cuda)
+
+    # ---- work starts here ----
+    if resume is None:
+        clear_training_artifacts(run_dir)  # only reachable with --force or when nothing is there
+    if data_is_stale:
+        shutil.rmtree(run_dir / "data", ignore_errors=True)
+    write_resolved(cfg)
+    checkpoints.remove_partials(run_dir)
+    train_ds, valid_ds = load_data(cfg, fingerprint)
+
+    metrics_path = run_dir / METRICS_FILE
+    if ckpt is not None:
+        truncate_metrics(metrics_path, ckpt.step)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    set_seed(cfg.train.seed)  # LoRA init and new embedding rows
+    model, dtype = load_model_for_training(cfg, tokenizer, gc, cuda)
+    metrics = MetricsWriter(metrics_path)
+    stopper = StopOnSignal()
+    progress = RichProgress()
+    trainer = CodetuneTrainer(
+        model=model,
+        args=training_arguments(cfg, run_dir, micro, gc, dtype, has_eval=valid_ds is not None, cuda=cuda),
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        data_collator=collate,
+        processing_class=tokenizer,
+        callbacks=[metrics, progress, SaveAtEpochEnd(), stopper, *(extra_callbacks or [])],
+        run_dir=run_dir,
+        keep_last=cfg.train.save_total_limit,
+        metrics=metrics,
+        resume_info=ckpt.info if ckpt else None,
+    )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace its prints
+
+    with stopper.installed():
+        try:
+            trainer.train(resume_from_checkpoint=str(ckpt.path) if ckpt else None)
+        except NonFiniteLoss as exc:
+            metrics.flush()
+            last = checkpoints.latest_checkpoint(run_dir)
+            kept = f"last good checkpoint: {last.path}" if last else "no checkpoint was written yet"
+            raise CodetuneError(f"training stopped: {exc}; {kept}") from None
+        finally:
+            progress.close()
+    if stopper.received is not None:
+        where = trainer.last_checkpoint or "none"
+        raise CodetuneError(
+            f"stopped by {stopper.signal_name} after step {trainer.state.global_step}; checkpoint: {where}; "
+            "continue with --resume auto"
+        )
+
+    final_dir = save_final(trainer, cfg, run_dir)
+    rows = read_metrics(metrics_path)
+    from codetune.train.model_card import write_model_card
+
+    write_model_card(final_dir, cfg, rows, method=cfg.method.kind, steps=trainer.state.global_step)
+    report_html = None
+    try:
+        from codetune.report.run import run as report
+
+        report_html = report(run_dir).html
+    except ImportError:  # pragma: no cover - report is part of the package
+        pass
+    last_loss = next((r["loss"] for r in reversed(rows) if r.get("loss") is not None), None)
+    eval_loss = next((r["eval_loss"] for r in reversed(rows) if r.get("eval_loss") is not None), None)
+    return TrainResult(
+        run_dir=run_dir, final_dir=final_dir, steps=trainer.state.global_step,
+        resumed_from=ckpt.path if ckpt else None, last_loss=last_loss, eval_loss=eval_loss,
+        tokens_seen=trainer.state.num_input_tokens_seen, wall_s=time.perf_counter() - started,
+        report_html=report_html,
+    )
+
+
+def save_final(trainer, cfg, run_dir: Path) -> Path:
+    """`final/`: the model (full) or adapter (LoRA/QLoRA) + tokenizer, written aside then renamed."""
+    final = run_dir / "final"
+    staging = run_dir / ".partial-final"
+    shutil.rmtree(staging, ignore_errors=True)
+    model = trainer.model
+    base = Path(cfg.model.name_or_path).expanduser()
+    if hasattr(model, "peft_config") and base.exists():
+        # A relative base path would only resolve from today's working directory.
+        for peft_cfg in model.peft_config.values():
+            peft_cfg.base_model_name_or_path = str(base.resolve())
+    trainer.save_model(str(staging))
+    (staging / "training_args.bin").unlink(missing_ok=True)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    return final
