@@ -161,7 +161,9 @@ def resize_for_tokenizer(model, tokenizer) -> list[int]:
     return list(range(old, len(tokenizer)))
 
 
-def apply_method(model, method_cfg, new_token_ids: list[int] | None = None, gradient_checkpointing: bool = False):
+def apply_method(
+    model, method_cfg, new_token_ids: list[int] | None = None, gradient_checkpointing: bool = False
+):
     """Make `model` trainable the way `method_cfg.kind` says: every weight (full) or a LoRA/DoRA adapter
     (lora; qlora on a 4-bit base). Embedding rows of newly added tokens are trained under LoRA too."""
     if method_cfg.kind == "full":

@@ -10,8 +10,8 @@ Columns, all int32:
   stream runs out) is `pad_id`.
 - `labels`: equal to `input_ids` (the model shifts internally), -100 on padding and on prompt tokens.
 - `position_ids`: 0 at each document start and at each row start (a document continued from the
-  previous row restarts at 0, which keeps positions below `seq_len` for learned position embeddings);
-  padding continues the count of the segment before it.
+  previous row restarts at 0, which keeps positions below `seq_len` for learned position embeddings,
+  and so does a code piece placed after pairs); padding continues the count of the segment before it.
 
 The last, partial row of a split is padded; for the training split it is dropped instead when its
 padding would exceed `max_padding_fraction` of the split (and it is not the only row).
@@ -107,9 +107,11 @@ def pack(
     for members in best_fit([len(ids) for ids, _ in whole], seq_len):
         w_ids, w_labels, w_starts = doc_arrays([whole[i] for i in members])
         fill = min(seq_len - len(w_ids), len(s_ids) - taken)
+        piece_starts = s_starts[taken : taken + fill].copy()
+        piece_starts[:1] = True  # a document continued after the pairs is a new segment, not part of them
         ids_parts += [w_ids, s_ids[taken : taken + fill]]
         label_parts += [w_labels, s_labels[taken : taken + fill]]
-        start_parts += [w_starts, s_starts[taken : taken + fill]]
+        start_parts += [w_starts, piece_starts]
         taken += fill
         gap = seq_len - len(w_ids) - fill
         if gap:

@@ -62,7 +62,7 @@ def load_prepared(run_dir: str | Path):
 
 
 def build_report(cfg: Config, tokenizer, fingerprint: str, tally, warnings, index, splits: dict,
-                 fim_applied: int, num_proc: int, time_s: float) -> dict:
+                 fim_applied: int, num_proc: int, time_s: float, timings: dict[str, float]) -> dict:
     """The prepare_report.json payload. `splits` maps split -> (Packed, tokens by language, files)."""
     from codetune.data.sources import describe
 
@@ -96,6 +96,7 @@ def build_report(cfg: Config, tokenizer, fingerprint: str, tally, warnings, inde
         "sequences": {"train": train.rows, "valid": valid.rows},
         "padding_fraction": round(train.padding_fraction, 6),
         "padding_fraction_valid": round(valid.padding_fraction, 6),
+        "padding_tokens": {"train": train.padding, "valid": valid.padding},
         "dropped_tail_tokens": {"train": train.dropped_tokens, "valid": valid.dropped_tokens},
         "position_ids": "restart at 0 at each document start and each row start; padding continues the count",
         "dedup": {
@@ -110,5 +111,6 @@ def build_report(cfg: Config, tokenizer, fingerprint: str, tally, warnings, inde
         "warnings": {"count": warnings.count, "first": warnings.messages},
         "num_proc": num_proc,
         "time_s": round(time_s, 3),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

@@ -87,10 +87,16 @@ def _progress():
                     TimeElapsedColumn(), transient=False)
 
 
+def _jobs(docs: list[Doc], fim: bool, release: bool):
+    for d in docs:
+        yield Job(f"{d.source}:{d.path}", text=d.text, prompt=d.prompt, completion=d.completion, fim=fim)
+        if release:  # the tokens are all that is needed of a training file: free its text early
+            d.text = None
+
+
 def _encode(docs: list[Doc], fim: bool, tokenizer, settings: EncodeSettings, num_proc: int, progress, label: str):
     task = progress.add_task(f"tokenizing {label}", total=len(docs))
-    jobs = (Job(f"{d.source}:{d.path}", text=d.text, prompt=d.prompt, completion=d.completion, fim=fim)
-            for d in docs)
+    jobs = _jobs(docs, fim, release=fim)
     out = []
     for encoded in ordered_map(encode_batch, batched(jobs, ENCODE_BATCH), num_proc, init_worker,
                                (tokenizer, settings, num_proc <= 1)):
@@ -171,14 +177,20 @@ def run(cfg: Config) -> PrepareResult:
     (out / REPORT_FILE).unlink(missing_ok=True)  # a report present means the artifacts beside it are whole
 
     settings = EncodeSettings(tokenizer.eos_token_id, fim_ids, data.fim_rate, data.fim_spm_rate, data.seed)
+    timings = {"setup": time.perf_counter() - start}
     with _progress() as progress:
+        mark = time.perf_counter()
         docs, tally, warnings = scan(data, index, num_proc, progress)
+        timings["read_filter_dedup"] = time.perf_counter() - mark
         is_valid = split_by_file([d.language for d in docs], data.valid_fraction, data.seed)
         train_docs = [d for d, v in zip(docs, is_valid, strict=True) if not v]
         valid_docs = [d for d, v in zip(docs, is_valid, strict=True) if v]
         del docs
+        mark = time.perf_counter()
         enc_train = _encode(train_docs, True, tokenizer, settings, num_proc, progress, "train")
         enc_valid = _encode(valid_docs, False, tokenizer, settings, num_proc, progress, "valid")
+        timings["tokenize"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         task = progress.add_task("packing and writing", total=2)
         train, train_tokens = _pack_split(train_docs, enc_train, data.seq_len, tokenizer.pad_token_id,
                                           MAX_PADDING_FRACTION, tally)
@@ -191,12 +203,13 @@ def run(cfg: Config) -> PrepareResult:
         _save(valid, out / "valid")
         _write_valid_files(valid_docs, out / VALID_FILES)
         progress.update(task, advance=1)
+        timings["pack_write"] = time.perf_counter() - mark
 
     report = build_report(
         cfg, tokenizer, fingerprint, tally, warnings, index,
         splits={"train": (train, train_tokens, len(train_docs)), "valid": (valid, valid_tokens, len(valid_docs))},
         fim_applied=sum(1 for _, _, f in enc_train if f), num_proc=num_proc,
-        time_s=time.perf_counter() - start,
+        time_s=time.perf_counter() - start, timings=timings,
     )
     write_json_atomic(out / REPORT_FILE, report)
     if warnings.count:
@@ -204,7 +217,7 @@ def run(cfg: Config) -> PrepareResult:
 
         err = Console(stderr=True)
         for message in warnings.messages[:5]:
-            err.print(f"warning: {message}", markup=False, highlight=False)
+            err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
         if warnings.count > 5:
-            err.print(f"warning: {warnings.count - 5} more (see {out / REPORT_FILE})", markup=False)
+            err.print(f"warning: {warnings.count - 5} more (see {out / REPORT_FILE})", markup=False, soft_wrap=True)
     return PrepareResult(out, report)

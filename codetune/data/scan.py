@@ -164,9 +164,11 @@ def scan(cfg: DataConfig, index: NgramIndex, num_proc: int, progress=None) -> tu
             tally.keep(doc)
             kept.append(doc)
         if progress:
-            progress.update(task, advance=len(docs),
+            progress.update(task, completed=tally.seen,
                             description=f"reading and filtering files ({tally.kept:,} kept of {tally.seen:,})")
     tally.near_clusters = near.clusters if near else 0
+    if progress:
+        progress.update(task, total=tally.seen, completed=tally.seen)
     check_nonempty(cfg, tally)
     return kept, tally, warnings
 

@@ -34,10 +34,10 @@ def classify(
     stderr: str = "",
 ) -> str:
     """Status of one execution from its phase ("compile" or "run"), exit code or signal, and stderr."""
+    if output_exceeded or signal == signals.SIGXFSZ:  # runtimes that ignore SIGXFSZ spin until the timeout
+        return "sandbox_violation"
     if timed_out or signal == signals.SIGXCPU:
         return "timeout"
-    if output_exceeded or signal == signals.SIGXFSZ:
-        return "sandbox_violation"
     if stderr.startswith(HARNESS_MARKER):
         return "harness_error"
     if phase == "compile":

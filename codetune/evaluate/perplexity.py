@@ -108,11 +108,15 @@ def read_valid_files(path: Path) -> list[Document]:
 
 
 def read_paths(paths: Iterable[str | Path]) -> list[Document]:
-    """Files given directly (any extension) and code files found under given directories, sorted; the
-    language comes from the same extension table `prepare` uses, so the names match the held-out split."""
+    """Files given directly (any extension), code files found under given directories (sorted), and the
+    held-out split of another prepared run (`.../data/valid_files.jsonl`); the language comes from the same
+    extension table `prepare` uses, so the names match the held-out split."""
     docs = []
     for raw in paths:
         root = Path(raw).expanduser()
+        if root.name == "valid_files.jsonl" and root.is_file():
+            docs += read_valid_files(root)  # another run's held-out split, e.g. the language before fine-tuning
+            continue
         if root.is_file():
             files = [root]
         elif root.is_dir():

@@ -49,8 +49,10 @@ def paragraph(text: str, muted: bool = False) -> str:
 
 
 def render_page(title: str, sections: list[Section]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>",
+    ]
     for section in sorted(sections, key=lambda s: s.order):
         parts.append(f"<h2>{esc(section.title)}</h2>{section.html}")
         parts.extend(f"<img src='{esc(name)}' alt='{esc(name)}'>" for name in section.images)

@@ -44,7 +44,9 @@ def run(run_dir: Path, builders: list[str] | None = None) -> ReportResult:
     for spec in builders or BUILDERS:
         sections.extend(load_builder(spec)(run_dir, out_dir))
     if not sections:
-        raise CodetuneError(f"{run_dir} holds nothing to report on (no config.yaml, metrics.jsonl or results)")
+        raise CodetuneError(
+            f"{run_dir} holds nothing to report on (no config.yaml, metrics.jsonl or results)"
+        )
     html_path = out_dir / "report.html"
     html_path.write_text(render_page(f"codetune report: {run_dir.name}", sections), encoding="utf-8")
     images = [out_dir / name for s in sections for name in s.images]

@@ -76,8 +76,11 @@ def sections(run_dir: Path, out_dir: Path) -> list[Section]:
             ("learning_rate.png", {"learning rate": column(rows, "lr")}, "Learning rate", "lr", False),
             ("tokens_per_s.png", {"tokens/s": column(rows, "tokens_per_s")}, "Throughput", "tokens/s", False),
         ]
-        images = [name for name, series, title, ylabel, logy in charts
-                  if line_plot(series, title, "step", ylabel, out_dir / name, logy=logy) is not None]
+        images = [
+            name
+            for name, series, title, ylabel, logy in charts
+            if line_plot(series, title, "step", ylabel, out_dir / name, logy=logy) is not None
+        ]
         found.append(Section("Final metrics", table(summary_rows(rows), ("metric", "value")), order=10))
         found.append(Section("Training curves", "", images=images, order=20))
     else:

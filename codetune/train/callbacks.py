@@ -20,7 +20,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from codetune.report.training import METRICS_FILE, read_metrics
+from codetune.report.training import read_metrics
+
 
 def perplexity(loss: float) -> float:
     """exp(mean token cross-entropy); inf instead of an OverflowError for a diverged model."""
@@ -84,8 +85,11 @@ class MetricsWriter(TrainerCallback):
         if self.pending is not None and self.pending["step"] != state.global_step:
             self.flush()
         if self.pending is None:
-            self.pending = {"step": state.global_step, "epoch": state.epoch,
-                            "tokens_seen": state.num_input_tokens_seen}
+            self.pending = {
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "tokens_seen": state.num_input_tokens_seen,
+            }
         return self.pending
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -131,11 +135,18 @@ class RichProgress(TrainerCallback):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+            transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, status="")
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, status=""
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -55,7 +55,9 @@ def check_foreign_run(cfg, force: bool, has_training_artifacts: bool) -> list[st
     if existing is None:
         return []
     new = cfg.model_dump(mode="json")
-    sections = [k for k in dict.fromkeys([*existing, *new]) if first_difference(existing.get(k), new.get(k), k)]
+    sections = [
+        k for k in dict.fromkeys([*existing, *new]) if first_difference(existing.get(k), new.get(k), k)
+    ]
     identity = {"name", "model", "data"} & set(sections)
     if sections and (identity or has_training_artifacts) and not force:
         raise RefusedError(
@@ -65,11 +67,15 @@ def check_foreign_run(cfg, force: bool, has_training_artifacts: bool) -> list[st
     return sections
 
 
-def check_existing_progress(cfg, resume: str | None, force: bool, has_checkpoints: bool, finished: bool) -> None:
+def check_existing_progress(
+    cfg, resume: str | None, force: bool, has_checkpoints: bool, finished: bool
+) -> None:
     if resume is not None or force:
         return
     if finished:
-        raise RefusedError(f"{cfg.run_dir} already holds a finished run (final/); --force retrains it from scratch")
+        raise RefusedError(
+            f"{cfg.run_dir} already holds a finished run (final/); --force retrains it from scratch"
+        )
     if has_checkpoints:
         raise RefusedError(
             f"{cfg.run_dir} holds checkpoints of this run; pass --resume auto to continue it "
@@ -84,7 +90,9 @@ def check_packages(cfg) -> None:
         raise RefusedError(f"{what} needs bitsandbytes, which is not installed: pip install bitsandbytes")
     for tracker in cfg.train.report_to:
         if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
-            raise RefusedError(f"train.report_to: {tracker} is not installed: pip install {TRACKER_PACKAGES[tracker]}")
+            raise RefusedError(
+                f"train.report_to: {tracker} is not installed: pip install {TRACKER_PACKAGES[tracker]}"
+            )
 
 
 def check_device(cfg, cuda: bool) -> None:

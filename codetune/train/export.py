@@ -34,14 +34,20 @@ def find_model_dir(path: Path) -> Path:
     for candidate in (path / "final", path):
         if (candidate / "adapter_config.json").is_file() or (candidate / "config.json").is_file():
             return candidate
-    raise CodetuneError(f"no model or adapter under {path} (expected final/ with config.json or adapter_config.json)")
+    raise CodetuneError(
+        f"no model or adapter under {path} (expected final/ with config.json or adapter_config.json)"
+    )
 
 
 def _run_config(model_dir: Path):
     """The config of the run the model came from (for the model card), when it can be found."""
     from codetune.config import load_config
 
-    for candidate in (model_dir / "config.yaml", model_dir.parent / "config.yaml", model_dir.parent.parent / "config.yaml"):
+    for candidate in (
+        model_dir / "config.yaml",
+        model_dir.parent / "config.yaml",
+        model_dir.parent.parent / "config.yaml",
+    ):
         if candidate.is_file():
             try:
                 return load_config(candidate)
@@ -57,8 +63,10 @@ def merge_adapter(src: Path, out: Path) -> Path:
     try:
         model = AutoPeftModelForCausalLM.from_pretrained(str(src), dtype="auto")
     except Exception as exc:  # the base model may be a hub name we cannot reach
-        raise CodetuneError(f"cannot load the adapter at {src} with its base model: "
-                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise CodetuneError(
+            f"cannot load the adapter at {src} with its base model: "
+            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     merged = model.merge_and_unload()
     staging = out.with_name(f".partial-{out.name}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -97,7 +105,9 @@ def push(folder: Path, repo: str) -> None:
         raise hub_error(repo, exc) from None
 
 
-def export(run_dir: Path, out: Path | None = None, merge: bool = False, push_to_hub: str | None = None) -> ExportResult:
+def export(
+    run_dir: Path, out: Path | None = None, merge: bool = False, push_to_hub: str | None = None
+) -> ExportResult:
     run_dir = Path(run_dir)
     src = find_model_dir(run_dir)
     is_adapter = (src / "adapter_config.json").is_file()

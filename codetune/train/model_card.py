@@ -16,8 +16,10 @@ def _data_lines(cfg) -> list[str]:
         lines.append(f"- `{origin}` ({langs})")
     if not lines:
         lines.append("- a dataset prepared outside this config")
-    lines.append(f"- packed to {cfg.data.seq_len} tokens, FIM rate {cfg.data.fim_rate}, "
-                 f"{cfg.data.valid_fraction:.0%} of files held out for validation")
+    lines.append(
+        f"- packed to {cfg.data.seq_len} tokens, FIM rate {cfg.data.fim_rate}, "
+        f"{cfg.data.valid_fraction:.0%} of files held out for validation"
+    )
     return lines
 
 
@@ -26,7 +28,8 @@ def _method_line(cfg) -> str:
     if m.kind == "full":
         return "full fine-tuning (every weight)"
     targets = m.target_modules if isinstance(m.target_modules, str) else ", ".join(m.target_modules)
-    text = f"{'DoRA' if m.use_dora else 'LoRA'} r={m.r}, alpha={m.alpha}, dropout={m.dropout}, targets: {targets}"
+    name = "DoRA" if m.use_dora else "LoRA"
+    text = f"{name} r={m.r}, alpha={m.alpha}, dropout={m.dropout}, targets: {targets}"
     if m.kind == "qlora":
         text = f"QLoRA: 4-bit {m.quant_type.upper()} base (double quant: {m.double_quant}), " + text
     return text
@@ -62,11 +65,17 @@ def render(cfg, rows: list[dict], method: str, steps: int, merged: bool = False)
     )
     t = cfg.train
     hyper = {
-        "learning rate": t.learning_rate, "scheduler": t.scheduler,
-        "warmup": t.warmup_steps or f"{t.warmup_ratio:.0%}", "optimizer": t.optimizer,
-        "micro-batch": t.micro_batch, "gradient accumulation": t.grad_accum,
-        "steps": steps, "weight decay": t.weight_decay, "max grad norm": t.max_grad_norm,
-        "sequence length": cfg.data.seq_len, "seed": t.seed,
+        "learning rate": t.learning_rate,
+        "scheduler": t.scheduler,
+        "warmup": t.warmup_steps or f"{t.warmup_ratio:.0%}",
+        "optimizer": t.optimizer,
+        "micro-batch": t.micro_batch,
+        "gradient accumulation": t.grad_accum,
+        "steps": steps,
+        "weight decay": t.weight_decay,
+        "max grad norm": t.max_grad_norm,
+        "sequence length": cfg.data.seq_len,
+        "seed": t.seed,
     }
     metrics = final_metrics(rows)
     body = [
@@ -93,17 +102,26 @@ def render(cfg, rows: list[dict], method: str, steps: int, merged: bool = False)
         "",
         "## Use",
         "```python",
-        *(["from peft import AutoPeftModelForCausalLM",
-           "model = AutoPeftModelForCausalLM.from_pretrained(PATH)"] if adapter else
-          ["from transformers import AutoModelForCausalLM",
-           "model = AutoModelForCausalLM.from_pretrained(PATH)"]),
+        *(
+            [
+                "from peft import AutoPeftModelForCausalLM",
+                "model = AutoPeftModelForCausalLM.from_pretrained(PATH)",
+            ]
+            if adapter
+            else [
+                "from transformers import AutoModelForCausalLM",
+                "model = AutoModelForCausalLM.from_pretrained(PATH)",
+            ]
+        ),
         "```",
         "",
     ]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
 
 
-def write_model_card(model_dir: Path, cfg, rows: list[dict], method: str, steps: int, merged: bool = False) -> Path:
+def write_model_card(
+    model_dir: Path, cfg, rows: list[dict], method: str, steps: int, merged: bool = False
+) -> Path:
     path = Path(model_dir) / "README.md"
     path.write_text(render(cfg, rows, method, steps, merged), encoding="utf-8")
     return path

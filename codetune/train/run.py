@@ -17,7 +17,7 @@ from codetune.errors import CodetuneError, DataError, RefusedError
 from codetune.train import checkpoints, checks
 
 CPU_MICRO_BATCH = 4  # `train.micro_batch: auto` without a GPU: small enough for any model that fits in RAM
-TRAINING_ARTIFACTS = ("checkpoints", "final", "metrics.jsonl", "report")
+TRAINING_ARTIFACTS = ("checkpoints", "final", "metrics.jsonl")  # report/ is shared with evaluate
 
 
 @dataclass
@@ -59,60 +59,81 @@ def clear_training_artifacts(run_dir: Path) -> None:
             path.unlink()
 
 
-def resolve_memory_plan(cfg, cuda: bool, force: bool) -> tuple[int, bool]:
-    """(micro_batch, gradient_checkpointing). On a GPU the planner (when present) answers `auto` and
-    refuses a config it predicts to run out of memory; on CPU, `auto` means a small batch, no recompute."""
+def local_gpu():
+    """The plan's description of the GPU we run on (memory is what the verdict needs)."""
+    import torch
+
+    from codetune.plan.gpus import GPU, GPUS
+
+    props = torch.cuda.get_device_properties(0)
+    name = torch.cuda.get_device_name(0)
+    known = next((g for g in GPUS.values() if g.name.replace("-", " ").split()[0] in name.lower()), None)
+    return GPU(
+        "local",
+        name,
+        props.total_memory / 2**30,
+        known.peak_tflops if known else 100.0,
+        torch.cuda.is_bf16_supported(),
+    )
+
+
+def resolve_memory_plan(cfg, gpu, force: bool) -> tuple[int, bool]:
+    """(micro_batch, gradient_checkpointing). On a GPU the planner decides `auto` and refuses a config it
+    predicts to run out of memory (unless --force); on CPU (`gpu` None) `auto` is a small batch without
+    recomputation, which only saves memory there at the cost of time."""
     micro, gc = cfg.train.micro_batch, cfg.train.gradient_checkpointing
-    plan = None
-    if cuda and (micro == "auto" or gc == "auto" or not force):
-        try:
-            from codetune.plan.run import plan_for_config
-        except ImportError:
-            plan_for_config = None
-        if plan_for_config is not None:
-            plan = plan_for_config(cfg)
-    if plan is not None:
-        if getattr(plan, "fits", True) is False and not force:
-            raise RefusedError(f"the plan predicts out-of-memory: {plan.recommendation} (or pass --force)")
+    if gpu is not None:
+        from codetune.plan.run import plan_for_config
+
+        plan = plan_for_config(cfg, device_override=gpu)
+        if not plan.fits and not force:
+            hint = plan.suggestions[0] if plan.suggestions else "lower train.micro_batch or data.seq_len"
+            raise RefusedError(
+                f"the plan predicts out-of-memory on {gpu.label} ({plan.peak_gb:.1f} GiB needed, "
+                f"{gpu.memory_gib:.1f} GiB there): {hint}; or pass --force to try anyway"
+            )
         if micro == "auto":
-            micro = plan.micro_batch
+            micro = max(1, plan.recommended_micro_batch)
         if gc == "auto":
             gc = plan.gradient_checkpointing
     return (CPU_MICRO_BATCH if micro == "auto" else int(micro)), (False if gc == "auto" else bool(gc))
 
 
 def load_data(cfg, fingerprint: str):
-    """(train, valid) datasets; runs `codetune prepare` first when the data is missing."""
+    """(train, valid or None) datasets; runs `codetune prepare` first when the data is missing."""
+    from codetune.data.prepared import load_prepared
+
     data_dir = cfg.run_dir / "data"
     if not (data_dir / "prepare_report.json").is_file():
-        try:
-            from codetune.data.run import run as prepare
-        except ImportError:
-            raise DataError(f"no prepared data under {data_dir} and the prepare flow is unavailable") from None
-        prepare(cfg)
-    report = json.loads((data_dir / "prepare_report.json").read_text(encoding="utf-8"))
-    checks.check_prepared(report, fingerprint, cfg.data.seq_len, data_dir)
-    try:
-        from codetune.data.run import load_prepared
-    except ImportError:
-        load_prepared = None
-    if load_prepared is not None:
-        train_ds, valid_ds, _ = load_prepared(cfg.run_dir)
-    else:
-        from datasets import load_from_disk
+        from codetune.data.run import run as prepare
 
-        train_ds = load_from_disk(str(data_dir / "train"))
-        valid_ds = load_from_disk(str(data_dir / "valid")) if (data_dir / "valid").is_dir() else None
+        prepare(cfg)
+    train_ds, valid_ds, report = load_prepared(cfg.run_dir)
+    checks.check_prepared(report, fingerprint, cfg.data.seq_len, data_dir)
     if len(train_ds) == 0:
         raise DataError(f"{data_dir / 'train'} holds no sequences")
-    return train_ds, (valid_ds if valid_ds is not None and len(valid_ds) > 0 else None)
+    return train_ds, (valid_ds if len(valid_ds) > 0 else None)
+
+
+def data_is_stale(report: dict, cfg, fingerprint: str) -> bool:
+    """The prepared data came from other data settings than this config's (prepare's config_hash)."""
+    from codetune.data.prepared import data_config_hash
+
+    theirs = report.get("config_hash")
+    return theirs is not None and theirs != data_config_hash(cfg.data, fingerprint)
 
 
 def load_model_for_training(cfg, tokenizer, gradient_checkpointing: bool, cuda: bool):
     """The base model in the right dtype (fp32 master weights for full fine-tuning, which then trains under
     bf16/fp16 autocast; the compute dtype for a LoRA base; 4-bit for QLoRA), embeddings grown for added
     tokens, and the method applied."""
-    from codetune.modeling import apply_method, load_model, quantization_config, resize_for_tokenizer, resolve_dtype
+    from codetune.modeling import (
+        apply_method,
+        load_model,
+        quantization_config,
+        resize_for_tokenizer,
+        resolve_dtype,
+    )
 
     dtype = resolve_dtype(cfg.model.dtype)
     if cfg.method.kind == "full":
@@ -121,8 +142,9 @@ def load_model_for_training(cfg, tokenizer, gradient_checkpointing: bool, cuda: 
         model = load_model(cfg.model)
     else:
         device_map = {"": 0} if cuda else None
-        model = load_model(cfg.model, quantization_config=quantization_config(cfg.method, dtype),
-                           device_map=device_map)
+        model = load_model(
+            cfg.model, quantization_config=quantization_config(cfg.method, dtype), device_map=device_map
+        )
     new_ids = resize_for_tokenizer(model, tokenizer)
     if gradient_checkpointing:
         model.config.use_cache = False
@@ -133,7 +155,7 @@ def load_model_for_training(cfg, tokenizer, gradient_checkpointing: bool, cuda: 
 
 def _preflight(cfg, resume: str | None, force: bool, cuda: bool):
     """Every refusal, before any file is written. Returns (tokenizer, fingerprint, checkpoint, micro, gc,
-    data_is_stale)."""
+    whether the prepared data must be rebuilt)."""
     from codetune.modeling import load_config_only, load_tokenizer, max_positions, tokenizer_fingerprint
 
     artifacts = has_training_artifacts(cfg.run_dir)
@@ -144,39 +166,62 @@ def _preflight(cfg, resume: str | None, force: bool, cuda: bool):
     checks.check_seq_len(cfg.data.seq_len, max_positions(model_config), cfg.model.name_or_path)
     tokenizer = load_tokenizer(cfg.model)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    data_is_stale = bool({"data", "model"} & set(sections)) and force
     report_path = cfg.run_dir / "data" / "prepare_report.json"
-    if report_path.is_file() and not data_is_stale:
+    stale = force and bool({"data", "model"} & set(sections))
+    if report_path.is_file() and not stale:
         report = json.loads(report_path.read_text(encoding="utf-8"))
         checks.check_prepared(report, fingerprint, cfg.data.seq_len, report_path.parent)
+        if data_is_stale(report, cfg, fingerprint):
+            if not force:
+                raise RefusedError(
+                    f"{report_path.parent} was prepared from other data settings than this config; "
+                    "run `codetune prepare` again, or pass --force to re-prepare it"
+                )
+            stale = True
     ckpt = checkpoints.resolve_resume(cfg.run_dir, resume)
     checks.check_existing_progress(
-        cfg, resume, force,
+        cfg,
+        resume,
+        force,
         has_checkpoints=bool(checkpoints.complete_checkpoints(cfg.run_dir)),
         finished=(cfg.run_dir / "final").exists(),
     )
-    micro, gc = resolve_memory_plan(cfg, cuda, force)
-    return tokenizer, fingerprint, ckpt, micro, gc, data_is_stale
+    micro, gc = resolve_memory_plan(cfg, local_gpu() if cuda else None, force)
+    return tokenizer, fingerprint, ckpt, micro, gc, stale
 
 
-def run(cfg, resume: str | None = None, force: bool = False, extra_callbacks: list | None = None) -> TrainResult:
+def run(
+    cfg, resume: str | None = None, force: bool = False, extra_callbacks: list | None = None
+) -> TrainResult:
     import torch
     from transformers import set_seed
 
     from codetune.config import write_resolved
     from codetune.report.training import METRICS_FILE, read_metrics
-    from codetune.train.callbacks import MetricsWriter, RichProgress, SaveAtEpochEnd, StopOnSignal, truncate_metrics
-    from codetune.train.trainer import CodetuneTrainer, NonFiniteLoss, collate, training_arguments
+    from codetune.train.callbacks import (
+        MetricsWriter,
+        RichProgress,
+        SaveAtEpochEnd,
+        StopOnSignal,
+        truncate_metrics,
+    )
+    from codetune.train.trainer import (
+        TRAINER_STATE,
+        CodetuneTrainer,
+        NonFiniteLoss,
+        collate,
+        training_arguments,
+    )
 
     started = time.perf_counter()
     run_dir = cfg.run_dir
     cuda = torch.cuda.is_available()
-    tokenizer, fingerprint, ckpt, micro, gc, data_is_stale = _preflight(cfg, resume, force, cuda)
+    tokenizer, fingerprint, ckpt, micro, gc, stale = _preflight(cfg, resume, force, cuda)
 
     # ---- work starts here ----
     if resume is None:
         clear_training_artifacts(run_dir)  # only reachable with --force or when nothing is there
-    if data_is_stale:
+    if stale:
         shutil.rmtree(run_dir / "data", ignore_errors=True)
     write_resolved(cfg)
     checkpoints.remove_partials(run_dir)
@@ -212,7 +257,14 @@ def run(cfg, resume: str | None = None, force: bool = False, extra_callbacks: li
 
     with stopper.installed():
         try:
-            trainer.train(resume_from_checkpoint=str(ckpt.path) if ckpt else None)
+            if ckpt is not None and checkpoint_is_final(ckpt, cfg):
+                # The Trainer would run one more step past max_steps; the checkpoint already is the end.
+                from transformers import TrainerState
+
+                trainer._load_from_checkpoint(str(ckpt.path))
+                trainer.state = TrainerState.load_from_json(str(ckpt.path / TRAINER_STATE))
+            else:
+                trainer.train(resume_from_checkpoint=str(ckpt.path) if ckpt else None)
         except NonFiniteLoss as exc:
             metrics.flush()
             last = checkpoints.latest_checkpoint(run_dir)
@@ -232,21 +284,37 @@ def run(cfg, resume: str | None = None, force: bool = False, extra_callbacks: li
     from codetune.train.model_card import write_model_card
 
     write_model_card(final_dir, cfg, rows, method=cfg.method.kind, steps=trainer.state.global_step)
-    report_html = None
-    try:
-        from codetune.report.run import run as report
+    from codetune.report.run import run as report
 
-        report_html = report(run_dir).html
-    except ImportError:  # pragma: no cover - report is part of the package
-        pass
+    report_html = report(run_dir).html
+    if cfg.train.push_to_hub:
+        from codetune.train.export import push
+
+        push(final_dir, cfg.train.push_to_hub)  # last: a failure here leaves everything else in place
     last_loss = next((r["loss"] for r in reversed(rows) if r.get("loss") is not None), None)
     eval_loss = next((r["eval_loss"] for r in reversed(rows) if r.get("eval_loss") is not None), None)
     return TrainResult(
-        run_dir=run_dir, final_dir=final_dir, steps=trainer.state.global_step,
-        resumed_from=ckpt.path if ckpt else None, last_loss=last_loss, eval_loss=eval_loss,
-        tokens_seen=trainer.state.num_input_tokens_seen, wall_s=time.perf_counter() - started,
+        run_dir=run_dir,
+        final_dir=final_dir,
+        steps=trainer.state.global_step,
+        resumed_from=ckpt.path if ckpt else None,
+        last_loss=last_loss,
+        eval_loss=eval_loss,
+        tokens_seen=trainer.state.num_input_tokens_seen,
+        wall_s=time.perf_counter() - started,
         report_html=report_html,
     )
+
+
+def checkpoint_is_final(ckpt: checkpoints.Checkpoint, cfg) -> bool:
+    """Whether the checkpoint already reached the end of training (max_steps, or all epochs)."""
+    if cfg.train.max_steps is not None:
+        return ckpt.step >= cfg.train.max_steps
+    try:
+        state = json.loads((ckpt.path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return ckpt.step >= int(state.get("max_steps") or 0) > 0
 
 
 def save_final(trainer, cfg, run_dir: Path) -> Path:

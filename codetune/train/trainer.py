@@ -53,8 +53,9 @@ def warmup_setting(warmup_steps: int, warmup_ratio: float) -> int | float:
     return warmup_steps if warmup_steps > 0 else warmup_ratio
 
 
-def training_arguments(cfg, run_dir: Path, micro_batch: int, gradient_checkpointing: bool, dtype,
-                       has_eval: bool, cuda: bool):
+def training_arguments(
+    cfg, run_dir: Path, micro_batch: int, gradient_checkpointing: bool, dtype, has_eval: bool, cuda: bool
+):
     import torch
     from transformers import TrainingArguments
 
@@ -120,8 +121,9 @@ class _RestoreLogAccumulators(TrainerCallback):
 
 
 class CodetuneTrainer(Trainer):
-    def __init__(self, *args, run_dir: Path, keep_last: int, metrics=None, resume_info: dict | None = None,
-                 **kwargs):
+    def __init__(
+        self, *args, run_dir: Path, keep_last: int, metrics=None, resume_info: dict | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
@@ -166,7 +168,9 @@ class CodetuneTrainer(Trainer):
             self.state.best_metric = eval_loss
             self.state.best_global_step = step
             self.state.best_model_checkpoint = str(root / checkpoints.step_dir_name(step))
-        for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
+        for cb in [
+            c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)
+        ]:
             name = cb.__class__.__name__
             if isinstance(self.state.stateful_callbacks.get(name), list):
                 self.state.stateful_callbacks[name].append(cb.state())

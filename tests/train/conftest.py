@@ -19,7 +19,7 @@ def pack(docs: list[list[int]], seq_len: int, eos_id: int, pad_id: int) -> list[
     rows, ids, pos = [], [], []
     for doc in docs:
         for start in range(0, len(doc), seq_len):
-            piece = doc[start:start + seq_len - 1] + [eos_id]
+            piece = doc[start : start + seq_len - 1] + [eos_id]
             if len(ids) + len(piece) > seq_len:
                 rows.append((ids, pos))
                 ids, pos = [], []
@@ -30,16 +30,24 @@ def pack(docs: list[list[int]], seq_len: int, eos_id: int, pad_id: int) -> list[
     out = []
     for ids, pos in rows:
         pad = seq_len - len(ids)
-        out.append({
-            "input_ids": ids + [pad_id] * pad,
-            "labels": ids + [-100] * pad,
-            "position_ids": pos + list(range(pad)),
-        })
+        out.append(
+            {
+                "input_ids": ids + [pad_id] * pad,
+                "labels": ids + [-100] * pad,
+                "position_ids": pos + list(range(pad)),
+            }
+        )
     return out
 
 
-def write_prepared(data_dir: Path, tokenizer, fingerprint: str, texts: list[str], seq_len: int = SEQ_LEN,
-                   n_valid_docs: int = 2) -> Path:
+def write_prepared(
+    data_dir: Path,
+    tokenizer,
+    fingerprint: str,
+    texts: list[str],
+    seq_len: int = SEQ_LEN,
+    n_valid_docs: int = 2,
+) -> Path:
     from datasets import Dataset, Features, Sequence, Value
 
     docs = [tokenizer(t)["input_ids"] for t in texts]
@@ -92,8 +100,15 @@ def build_cfg(out: Path, model_dir: Path, prepared: Path | None, *overrides: str
         "model": {"name_or_path": str(model_dir)},
         "data": {"seq_len": SEQ_LEN},
         "method": {"kind": "full"},
-        "train": {"micro_batch": 2, "max_steps": 6, "learning_rate": 1e-3, "logging_steps": 1,
-                  "save_steps": 3, "warmup_steps": 1, "seed": 0},
+        "train": {
+            "micro_batch": 2,
+            "max_steps": 6,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_steps": 3,
+            "warmup_steps": 1,
+            "seed": 0,
+        },
     }
     return load_config(None, list(overrides), base=base)
 

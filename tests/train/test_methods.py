@@ -65,8 +65,9 @@ def test_lora_trains_and_reloads_with_peft(make_cfg, dora):
 
     from codetune.train.run import run
 
-    cfg = make_cfg("method.kind=lora", "method.r=4", f"method.use_dora={str(dora).lower()}",
-                   "train.learning_rate=5e-3")
+    cfg = make_cfg(
+        "method.kind=lora", "method.r=4", f"method.use_dora={str(dora).lower()}", "train.learning_rate=5e-3"
+    )
     result = run(cfg)
     _check_run(result, cfg)
     adapter_cfg = json.loads((result.final_dir / "adapter_config.json").read_text())
@@ -116,9 +117,16 @@ def test_special_tokens_resize_embeddings_and_train_their_rows(make_cfg, tmp_pat
     from codetune.train.run import run
     from tests.train.conftest import write_prepared
 
-    cfg = make_cfg("model.special_tokens=['<|user|>','<|assistant|>']", "method.kind=lora", "method.r=4",
-                   "train.max_steps=3", data=False)
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=cfg.model.name_or_path, special_tokens=cfg.model.special_tokens))
+    cfg = make_cfg(
+        "model.special_tokens=['<|user|>','<|assistant|>']",
+        "method.kind=lora",
+        "method.r=4",
+        "train.max_steps=3",
+        data=False,
+    )
+    tokenizer = load_tokenizer(
+        ModelConfig(name_or_path=cfg.model.name_or_path, special_tokens=cfg.model.special_tokens)
+    )
     texts = [f"<|user|> write json <|assistant|> {i} import json\n" * 8 for i in range(40)]
     write_prepared(cfg.run_dir / "data", tokenizer, tokenizer_fingerprint(tokenizer), texts)
     result = run(cfg)

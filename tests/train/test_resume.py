@@ -18,9 +18,18 @@ from transformers import TrainerCallback
 
 from tests.train.conftest import build_cfg
 
-OVERRIDES = ("method.kind=lora", "method.r=4", "method.dropout=0.1", "train.learning_rate=3e-3",
-             "train.grad_accum=4", "train.max_steps=11", "train.save_steps=3", "train.logging_steps=2",
-             "train.eval_steps=4", "train.save_total_limit=2")
+OVERRIDES = (
+    "method.kind=lora",
+    "method.r=4",
+    "method.dropout=0.1",
+    "train.learning_rate=3e-3",
+    "train.grad_accum=4",
+    "train.max_steps=11",
+    "train.save_steps=3",
+    "train.logging_steps=2",
+    "train.eval_steps=4",
+    "train.save_total_limit=2",
+)
 COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "eval_loss", "perplexity", "tokens_seen")
 
 
@@ -147,3 +156,19 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(make_cfg)
         run(cfg, extra_callbacks=[Poison()])
     assert [c.step for c in checkpoints.complete_checkpoints(cfg.run_dir)] == [3]
     assert not (cfg.run_dir / "final").exists()
+
+
+def test_sigint_is_caught_while_installed_and_restored_after():
+    from transformers import TrainerControl
+
+    from codetune.train.callbacks import StopOnSignal
+
+    stopper = StopOnSignal()
+    before = signal.getsignal(signal.SIGINT)
+    with stopper.installed():
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt without the handler
+        control = TrainerControl()
+        stopper.on_step_end(None, type("S", (), {"global_step": 7})(), control)
+    assert stopper.signal_name == "SIGINT" and stopper.step == 7
+    assert control.should_save and control.should_training_stop
+    assert signal.getsignal(signal.SIGINT) is before

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codetune.errors import ConfigError
 from codetune.evaluate.languages import Language
 from codetune.evaluate.tasks import Problem, Task, load_hub_rows, read_jsonl, require_fields, sha256_file
 
 HUB_NAME = "THUDM/humaneval-x"
+# Rust's tests are #[test] functions (they need `rustc --test`) and Go's need `go test`: not wired up yet, and
+# a plain build would run none of them and pass everything.
+SUPPORTED = ("python", "java", "js", "cpp")
 CPP_HEADERS = ("stdlib.h", "algorithm", "cmath", "math.h", "numeric", "stdio.h", "vector", "set", "map", "queue",
                "stack", "list", "deque", "boost/any.hpp", "string", "climits", "cstring", "iostream", "sstream",
                "fstream")
@@ -25,6 +29,8 @@ def _cpp_setup(prompt: str) -> str:
 
 
 def load(language: Language, dataset: str | None = None) -> Task:
+    if language.name not in SUPPORTED:
+        raise ConfigError(f"humaneval-x:{language.name} is not supported; use one of {', '.join(SUPPORTED)}")
     if dataset and Path(dataset).is_dir():
         dataset = str(Path(dataset) / f"humaneval_{language.name}.jsonl")
     if dataset and (Path(dataset).suffix in (".jsonl", ".gz") or Path(dataset).exists()):
