@@ -205,6 +205,7 @@ def run(
         StopOnSignal,
         truncate_metrics,
     )
+    from codetune.train.task_eval import TaskEval
     from codetune.train.trainer import (
         TRAINER_STATE,
         CodetuneTrainer,
@@ -236,6 +237,7 @@ def run(
     set_seed(cfg.train.seed)  # LoRA init and new embedding rows
     model, dtype = load_model_for_training(cfg, tokenizer, gc, cuda)
     metrics = MetricsWriter(metrics_path)
+    task_eval = [TaskEval(cfg, tokenizer, metrics)] if cfg.train.eval_tasks else []
     stopper = StopOnSignal()
     progress = RichProgress()
     trainer = CodetuneTrainer(
@@ -245,7 +247,7 @@ def run(
         eval_dataset=valid_ds,
         data_collator=collate,
         processing_class=tokenizer,
-        callbacks=[metrics, progress, SaveAtEpochEnd(), stopper, *(extra_callbacks or [])],
+        callbacks=[metrics, progress, SaveAtEpochEnd(), stopper, *task_eval, *(extra_callbacks or [])],
         run_dir=run_dir,
         keep_last=cfg.train.save_total_limit,
         metrics=metrics,
