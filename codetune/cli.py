@@ -259,5 +259,31 @@ def eval_cmd(
     typer.echo(outcome.summary())
 
 
+@app.command("recipes")
+@one_line_errors
+def recipes_cmd():
+    """List the shipped recipes: our users' systems as one-command studies."""
+    from codetune.study.recipes import list_recipes, load_recipe
+
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        typer.echo(f"{name}  ({', '.join(recipe.runs)})\n  {recipe.description.strip()}\n")
+
+
+@app.command("study")
+@one_line_errors
+def study_cmd(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (see `codetune recipes`), recipe file or config file")],
+    smoke: Annotated[bool, typer.Option(help="Tiny model of the same architecture, locally-made data")] = False,
+    output_dir: Annotated[Path | None, typer.Option(help="Study directory [default: runs/<recipe>]")] = None,
+):
+    """Run a recipe's stages in order (prepare, plan, train, eval, report) for each of its runs, and compare
+    them; run it again to pick up where it stopped."""
+    from codetune.study.run import run
+
+    result = run(recipe, smoke=smoke, output_dir=output_dir)
+    typer.echo(result.summary())
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m codetune`
     sys.exit(app())

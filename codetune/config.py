@@ -176,6 +176,7 @@ class EvalConfig(Section):
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per executed program")
     workers: int | None = Field(None, ge=1, description="Parallel executions (default: all cores)")
     allow_unsafe: bool = Field(False, description="Execute without a network namespace if none can be made")
+    pass_mark: float | None = Field(None, gt=0, le=1, description="Accuracy the `accuracy` task must reach")
 
 
 class PlanConfig(Section):

@@ -13,9 +13,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from codetune.config import EvalConfig
-from codetune.errors import DataError
+from codetune.errors import ConfigError, DataError
 
-TEXT_TASKS = ("perplexity", "sql", "sparql")  # scored without the sandbox
+TEXT_TASKS = ("perplexity", "sql", "sparql", "accuracy")  # scored without the sandbox
+
+
+def split_temperature(task: str) -> tuple[str, float | None]:
+    """`humaneval@t0.8` -> ("humaneval", 0.8); a plain name -> (name, None)."""
+    base, sep, temp = task.partition("@t")
+    if not sep:
+        return task, None
+    try:
+        value = float(temp)
+    except ValueError:
+        raise ConfigError(f"config error: eval task `{task}`: temperature suffix must be @t<number>") from None
+    if value < 0 or base == "perplexity":
+        raise ConfigError(f"config error: eval task `{task}`: a temperature applies to generation tasks, >= 0")
+    return base, value
 
 
 def _sampling(cfg: EvalConfig, stop: Sequence[str]):
@@ -168,6 +182,30 @@ def run_sparql(model, tokenizer, cfg: EvalConfig, limit: int | None, progress) -
     return {"metrics": metrics, "protocol": protocol, "samples": samples}
 
 
+def run_accuracy(model, tokenizer, cfg: EvalConfig, limit: int | None, progress) -> dict:
+    from codetune.evaluate.tasks import accuracy, sha256_file
+
+    path = cfg.datasets.get("accuracy")
+    if not path:
+        raise DataError("the accuracy task needs a dataset: --dataset accuracy=PATH.jsonl (prompt, completion)")
+    examples = accuracy.load_accuracy_dataset(path, limit)
+    specials = list(tokenizer.all_special_tokens)
+    stops = accuracy.stop_sequences(examples, specials)
+    greedy = cfg.model_copy(update={"temperature": 0.0, "n_samples": 1})
+    gens = _generate(model, tokenizer, [e.prompt for e in examples], stops, greedy, progress, "accuracy")
+    samples = []
+    for example, outs in zip(examples, gens, strict=True):
+        gold = accuracy.normalize_answer(example.gold, specials)
+        answer = accuracy.normalize_answer(outs[0].text, specials)
+        samples.append({"task": "accuracy", "task_id": example.task_id, "sample_index": 0, "completion": outs[0].text,
+                        "gold": gold, "status": "passed" if answer == gold else "failed", **_generation_fields(outs[0])})
+    protocol = {"task": "accuracy", "dataset": str(path), "dataset_sha256": sha256_file(Path(path)),
+                "stop_sequences": list(stops), "sampling": sampling_protocol(greedy, limit),
+                "match": "exact, whitespace and special tokens stripped"}
+    return {"metrics": {**accuracy.summarize(samples, cfg.pass_mark), **_status_metrics(samples, [1])},
+            "protocol": protocol, "samples": samples}
+
+
 class _RecordingSandbox:
     """Hands `score` the real sandbox while keeping each execution for samples.jsonl and driving our bar."""
 
@@ -224,12 +262,23 @@ def run_execution(model, tokenizer, task_name: str, cfg: EvalConfig, limit: int 
 
 def run_task(model, tokenizer, task: str, cfg: EvalConfig, *, run_dir: Path | None = None,
              limit: int | None = None, sandbox=None, progress: Progress | None = None) -> dict:
-    """One task on one loaded model; `sandbox` is needed for execution tasks."""
+    """One task on one loaded model; `sandbox` is needed for execution tasks. A `@t<T>` suffix (humaneval@t0.8)
+    runs the task at sampling temperature T, so one evaluation can hold a temperature sweep."""
     progress = progress or Progress(enabled=False)
+    base, temperature = split_temperature(task)
+    if temperature is not None:
+        entry = run_task(model, tokenizer, base, cfg.model_copy(update={"temperature": temperature}),
+                         run_dir=run_dir, limit=limit, sandbox=sandbox, progress=progress)
+        entry["protocol"]["task"] = task
+        for sample in entry["samples"]:
+            sample["task"] = task
+        return entry
     if task == "perplexity":
         return run_perplexity(model, tokenizer, cfg, run_dir, limit, progress)
     if task == "sql":
         return run_sql(model, tokenizer, cfg, limit, progress)
     if task == "sparql":
         return run_sparql(model, tokenizer, cfg, limit, progress)
+    if task == "accuracy":
+        return run_accuracy(model, tokenizer, cfg, limit, progress)
     return run_execution(model, tokenizer, task, cfg, limit, sandbox, progress)

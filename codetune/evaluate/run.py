@@ -26,7 +26,7 @@ from pathlib import Path
 from codetune import __version__
 from codetune.config import EvalConfig, ModelConfig
 from codetune.errors import ConfigError, DataError
-from codetune.evaluate.model_tasks import TEXT_TASKS, Progress, sampling_protocol
+from codetune.evaluate.model_tasks import TEXT_TASKS, Progress, sampling_protocol, split_temperature
 
 EXECUTION_FAMILIES = ("humaneval", "multipl-e", "multiple", "humaneval-x")
 
@@ -58,11 +58,12 @@ def check_tasks(tasks: Sequence[str]) -> list[str]:
     if not clean:
         raise ConfigError("config error: no eval tasks given (e.g. --tasks perplexity,humaneval)")
     for task in clean:
-        family = task.split(":", 1)[0].lower()
-        if task in TEXT_TASKS or (family in EXECUTION_FAMILIES and (family == "humaneval") == (":" not in task)):
+        name = split_temperature(task)[0]
+        family = name.split(":", 1)[0].lower()
+        if name in TEXT_TASKS or (family in EXECUTION_FAMILIES and (family == "humaneval") == (":" not in name)):
             continue
         raise ConfigError(f"config error: unknown eval task `{task}`; use perplexity, sql, sparql, humaneval, "
-                          "multipl-e:<lang> or humaneval-x:<lang>")
+                          "multipl-e:<lang> or humaneval-x:<lang>, optionally with @t<temperature>")
     return clean
 
 
@@ -130,7 +131,7 @@ def _fingerprint(target: Target) -> str:
 
 def task_request(task: str, cfg: EvalConfig, limit: int | None) -> dict:
     """Everything that decides a task's result besides the model; equal requests are not re-evaluated."""
-    request = {"task": task, "limit": limit, "dataset": cfg.datasets.get(task)}
+    request = {"task": task, "limit": limit, "dataset": cfg.datasets.get(split_temperature(task)[0])}
     if task == "perplexity":
         return {**request, "stride": cfg.stride, "max_length": cfg.max_length, "paths": cfg.perplexity_paths}
     request.update(sampling_protocol(cfg, limit), timeout_s=cfg.timeout_s)
@@ -185,7 +186,7 @@ def evaluate_target(target: Target, tasks: Sequence[str], cfg: EvalConfig, out: 
     model, tokenizer = _load(target)
     entries = {}
     for task in todo:
-        sandbox = sandbox_factory() if task not in TEXT_TASKS else None
+        sandbox = sandbox_factory() if split_temperature(task)[0] not in TEXT_TASKS else None
         entry = run_task(model, tokenizer, task, cfg, run_dir=run_dir, limit=limit, sandbox=sandbox, progress=progress)
         entry["protocol"].update(codetune_version=__version__, model=target.model.name_or_path, adapter=target.adapter)
         entries[task] = {"metrics": entry["metrics"], "protocol": entry["protocol"],
@@ -291,7 +292,7 @@ def flat_metrics(entries: dict[str, dict], prefix: str = "eval/") -> dict[str, f
         for key, value in m.items():
             if key.startswith("pass@") and isinstance(value, dict):
                 flat[f"{prefix}{task}/{key}"] = value["value"]
-            elif key in ("exact_match", "execution_accuracy", "executable", "bleu", "answer_f1"):
+            elif key in ("exact_match", "execution_accuracy", "executable", "bleu", "answer_f1", "accuracy"):
                 flat[f"{prefix}{task}/{key}"] = value
     return {k: v for k, v in flat.items() if v is not None}
 
@@ -308,7 +309,7 @@ def evaluate_checkpoint(model, tokenizer, tasks: Sequence[str], limit: int | Non
     cfg = eval_cfg or EvalConfig()
     names = check_tasks(tasks)
     sandbox = None
-    if any(t not in TEXT_TASKS for t in names):
+    if any(split_temperature(t)[0] not in TEXT_TASKS for t in names):
         sandbox = Sandbox(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, workers=cfg.workers,
                           allow_unsafe=cfg.allow_unsafe)
     was_training = model.training

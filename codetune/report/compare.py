@@ -33,6 +33,7 @@ def task_language(task: str, entry: dict) -> str:
     lang = entry.get("protocol", {}).get("language")
     if lang:
         return canonical_language(lang)
+    task = task.partition("@t")[0]  # a temperature-sweep entry measures the same language
     if ":" in task:
         return canonical_language(task.split(":", 1)[1])
     return "python" if task == "humaneval" else task
@@ -56,6 +57,8 @@ def headline(task: str, entry: dict) -> list[tuple[str, float | None]]:
     if task == "sparql":
         return [("sparql answer F1", m.get("answer_f1")), ("sparql exact match", m.get("exact_match")),
                 ("sparql BLEU", m.get("bleu"))]
+    if task == "accuracy":
+        return [("held-out accuracy", m.get("accuracy"))]
     rows = [(f"{task} pass@1", _pass1(m))]
     rows += [(f"{task} {k}", v.get("value")) for k, v in sorted(m.items())
              if k.startswith("pass@") and k != "pass@1" and isinstance(v, dict)]

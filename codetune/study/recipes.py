@@ -4,8 +4,8 @@ and a smoke form that swaps in a tiny model of the same architecture and locally
 
 A recipe resolves to one validated `Config` per run. Two placeholders keep recipes portable:
 `init:<arch>:<size>` as a model name means "a model built by `codetune init-model`" (the offline study and
-every smoke run), and `${stdlib}` / `${jdk_src_zip}` in strings are the code corpora present on the
-machine.
+every smoke run), `${stdlib}` / `${jdk_src_zip}` in strings are the code corpora present on the machine,
+and `${study}` is the study directory (one run can read another's held-out files).
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ class SmokeSpec(Section):
     )
     languages: list[str] = Field(default_factory=lambda: ["java"], description="Languages for `code` data")
     examples: int = Field(300, ge=10, description="How many examples to make")
+    eval_data: Literal["sql-pairs", "sparql-pairs"] | None = Field(
+        None, description="Extra locally-made evaluation set when the training data has none (text-to-SQL)"
+    )
     overrides: list[str] = Field(default_factory=list, description="Overrides that make each run small")
 
 
@@ -48,7 +51,6 @@ class Recipe(Section):
     config: dict[str, Any] = Field(description="The base codetune config shared by every run")
     runs: dict[str, RunSpec] = Field(default_factory=lambda: {"main": RunSpec()})
     smoke: SmokeSpec
-    pass_mark: float | None = Field(None, gt=0, le=1, description="Accuracy the run must reach to pass")
 
     @model_validator(mode="after")
     def _runs_chain(self) -> Recipe:
@@ -116,11 +118,12 @@ def is_recipe_file(path: Path) -> bool:
 def resolve_run(recipe: Recipe, run: str, output_dir: Path, smoke: bool = False) -> Config:
     """The validated Config of one run; `output_dir` is the study directory (each run gets a subfolder)."""
     spec = recipe.runs[run]
-    raw = _substitute(yaml.safe_load(yaml.safe_dump(recipe.config)), corpus_placeholders())
+    table = {**corpus_placeholders(), "${study}": str(output_dir)}
+    raw = _substitute(yaml.safe_load(yaml.safe_dump(recipe.config)), table)
     raw["name"] = f"{recipe.name}-{run}"
     raw["output_dir"] = str(output_dir / run)
     for override in spec.overrides + (recipe.smoke.overrides if smoke else []):
-        apply_override(raw, override)
+        apply_override(raw, _substitute(override, table))
     if smoke:
         arch = spec.smoke_arch or recipe.smoke.arch
         raw.setdefault("model", {})["name_or_path"] = f"{INIT_SCHEME}{arch}:tiny"

@@ -151,6 +151,9 @@ def run(recipe_or_config: str, smoke: bool = False, output_dir: str | Path | Non
 
         smoke_data = makers.make(recipe.smoke.data, study_dir / "smoke-data", recipe.smoke.examples,
                                  recipe.smoke.languages)
+        if recipe.smoke.eval_data:
+            extra = makers.make(recipe.smoke.eval_data, study_dir / "smoke-eval-data", recipe.smoke.examples)
+            smoke_data.eval_datasets.update(extra.eval_datasets)
     result = StudyResult(study_dir)
     for name in recipe.ordered_runs():
         cfg = resolve_run(recipe, name, study_dir, smoke=smoke)

@@ -182,7 +182,7 @@ def special_token_pairs(out: Path, n: int, seed: int = 0) -> SmokeData:
     return SmokeData(
         train=_write_jsonl(out / "train.jsonl", train), test=_write_jsonl(out / "test.jsonl", test),
         source={"path": str(out / "train.jsonl"), "prompt_field": "prompt", "completion_field": "completion"},
-        extra={"special_tokens": ",".join(SPECIAL_TOKENS)},
+        eval_datasets={"accuracy": str(out / "test.jsonl")},
     )
 
 

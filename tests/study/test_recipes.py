@@ -22,8 +22,10 @@ def test_every_recipe_run_validates(name, smoke, tmp_path):
         if smoke:
             assert cfg.model.name_or_path.startswith("init:")
             assert cfg.train.max_steps is not None and cfg.train.max_steps <= 40
-        else:
+        elif name in EXPECTED:  # the users' systems name real hub models
             assert "/" in cfg.model.name_or_path or cfg.model.name_or_path == "gpt2"
+        elif recipe.runs[run].init_from is None:  # the offline study builds its own model
+            assert cfg.model.name_or_path.startswith("init:")
 
 
 def test_recipes_carry_the_users_real_settings(tmp_path):
