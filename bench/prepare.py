@@ -87,13 +87,20 @@ def baseline(src: str, model: str, seq_len: int, num_proc: int, out: str) -> Non
                       "tokens_dropped_in_block_remainders": tokens - ds.num_rows * seq_len}))
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str, float]:
+    """(wall seconds, stdout, peak RSS in MB of the process or any worker it waited for)."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return wall, proc.stdout
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
+    return wall, stdout, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -117,7 +124,7 @@ def main() -> None:
     codetune = [sys.executable, "-m", "codetune"]
     model = work / "model"
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    init_s, _ = timed(codetune + ["init-model", "--arch", "starcoder2", "--size", "tiny", "--corpus", str(src),
+    init_s, _, _ = timed(codetune + ["init-model", "--arch", "starcoder2", "--size", "tiny", "--corpus", str(src),
                                   "--out", str(model), "--max-corpus-mb", str(args.tokenizer_mb)], env)
     config = work / "prepare.yaml"
     config.write_text(
@@ -127,13 +134,14 @@ def main() -> None:
     )
     dev = device()
     prepare_cmd = codetune + ["prepare", str(config)]
-    prep_s, prep_out = timed(prepare_cmd, env)
+    prep_s, prep_out, prep_rss = timed(prepare_cmd, env)
     report = json.loads((work / "run" / "data" / "prepare_report.json").read_text())
     base_cmd = [sys.executable, __file__, "--seq-len", str(args.seq_len), "--baseline-only", str(src), str(model),
                 str(work / "baseline"), str(args.num_proc)]
-    base_s, base_out = timed(base_cmd, env)
+    base_s, base_out, base_rss = timed(base_cmd, env)
     base = json.loads(base_out.strip().splitlines()[-1])
 
+    dev["load_avg_at_end"] = os.getloadavg()[0]  # other jobs on the machine skew both runs alike
     mb = report["bytes"]["seen"] / 1e6
     result = {
         "what": "codetune prepare vs plain datasets.map tokenize-and-chunk on a JDK src.zip",
@@ -146,6 +154,7 @@ def main() -> None:
         "codetune_prepare": {
             "command": " ".join(["codetune", "prepare", str(config)]),
             "wall_s": round(prep_s, 1), "mb_per_s": round(mb / prep_s, 2), "inside_time_s": report["time_s"],
+            "peak_rss_mb": round(prep_rss),
             "timings_s": report["timings_s"], "files_kept": report["files"]["kept"],
             "dropped": {k: v for k, v in report["files"]["dropped"].items() if v},
             "dedup": report["dedup"], "decontaminated": report["decontamination"]["dropped"],
@@ -155,7 +164,7 @@ def main() -> None:
         },
         "baseline_datasets_map": {
             "command": " ".join(base_cmd), "wall_s": round(base_s, 1),
-            "mb_per_s": round(base["bytes"] / 1e6 / base_s, 2), "files": base["files"],
+            "mb_per_s": round(base["bytes"] / 1e6 / base_s, 2), "files": base["files"], "peak_rss_mb": round(base_rss),
             "inside_time_s": round(base["wall_s_inside"], 1), "tokens": base["tokens"],
             "sequences": base["sequences"], "tokens_dropped": base["tokens_dropped_in_block_remainders"],
         },

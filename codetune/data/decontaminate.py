@@ -54,9 +54,10 @@ class NgramIndex:
 
 
 def informative(words: list[str]) -> bool:
-    """An n-gram worth matching has words for at least half its length: a run of numbers such as
-    `0 1 2 3 4 5 6 7 8 9` (in a HumanEval docstring and in countless files) proves no leak."""
-    return sum(1 for w in words if any(c.isalpha() for c in w)) * 2 >= len(words)
+    """An n-gram worth matching has real words (two or more characters, a letter among them) for at least
+    half its length: runs of digits and letters such as `0 1 2 3 4 5 6 7 8 9` or `5 6 7 8 9 A B C D E`
+    (in HumanEval docstrings, and in every hex table of the JDK) prove no leak."""
+    return sum(1 for w in words if len(w) > 1 and any(c.isalpha() for c in w)) * 2 >= len(words)
 
 
 def humaneval_prompts() -> list[str]:

@@ -197,8 +197,9 @@ def run_accuracy(model, tokenizer, cfg: EvalConfig, limit: int | None, progress)
     for example, outs in zip(examples, gens, strict=True):
         gold = accuracy.normalize_answer(example.gold, specials)
         answer = accuracy.normalize_answer(outs[0].text, specials)
-        samples.append({"task": "accuracy", "task_id": example.task_id, "sample_index": 0, "completion": outs[0].text,
-                        "gold": gold, "status": "passed" if answer == gold else "failed", **_generation_fields(outs[0])})
+        samples.append({"task": "accuracy", "task_id": example.task_id, "sample_index": 0,
+                        "completion": outs[0].text, "gold": gold, "status": "passed" if answer == gold else "failed",
+                        **_generation_fields(outs[0])})
     protocol = {"task": "accuracy", "dataset": str(path), "dataset_sha256": sha256_file(Path(path)),
                 "stop_sequences": list(stops), "sampling": sampling_protocol(greedy, limit),
                 "match": "exact, whitespace and special tokens stripped"}

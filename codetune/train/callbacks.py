@@ -4,8 +4,10 @@ and a checkpoint at every epoch end.
 `metrics.jsonl` holds one JSON object per logged step. The Trainer logs the training metrics and the
 evaluation of the same step separately; `MetricsWriter` merges them into one row and writes a row
 once its step is over (or just before a checkpoint, so every row up to a checkpoint is on disk before
-the checkpoint exists). On resume, `truncate_metrics` drops the rows past the checkpoint, which the
-resumed run is about to write again.
+the checkpoint exists). Besides `tokens_per_s` (every row position, padding included) a row holds
+`useful_tokens_per_s` (labelled tokens only) and `mfu` against the device's measured peak (`peak_flops`,
+see throughput.py) once the trainer has attached its `ThroughputMeter`. On resume, `truncate_metrics`
+drops the rows past the checkpoint, which the resumed run is about to write again.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class MetricsWriter(TrainerCallback):
         self.last_row: dict = {}
         self._mark_time = time.perf_counter()
         self._mark_tokens = 0
+        self._mark_useful = 0
+        self.throughput = None  # a ThroughputMeter, attached by CodetuneTrainer
 
     def exclude_time(self, seconds: float) -> None:
         """Leave time not spent training (checkpoint writes) out of tokens_per_s."""
@@ -92,9 +96,12 @@ class MetricsWriter(TrainerCallback):
             }
         return self.pending
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.throughput is not None and model is not None:
+            self.throughput.resolve_peak(model)  # before the clock starts: the measurement takes a moment
         self._mark_time = time.perf_counter()
         self._mark_tokens = state.num_input_tokens_seen
+        self._mark_useful = self.throughput.total() if self.throughput is not None else 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.pending is not None and self.pending["step"] != state.global_step:
@@ -112,6 +119,15 @@ class MetricsWriter(TrainerCallback):
                 tokens_per_s=rate(state.num_input_tokens_seen - self._mark_tokens, now - self._mark_time),
                 peak_memory_mb=round(peak_memory_mb(), 1),
             )
+            if self.throughput is not None:
+                useful = self.throughput.total()
+                useful_rate = rate(useful - self._mark_useful, now - self._mark_time)
+                row.update(
+                    useful_tokens_per_s=useful_rate,
+                    mfu=self.throughput.mfu(useful_rate),
+                    peak_flops=self.throughput.peak_flops or None,
+                )
+                self._mark_useful = useful
             self._mark_time, self._mark_tokens = now, state.num_input_tokens_seen
         elif "eval_loss" in logs:
             row = self._row(state)

@@ -83,7 +83,8 @@ def test_extra_jsonl_benchmark(tmp_path):
 
 def test_runs_of_numbers_prove_no_leak():
     assert not informative("0 1 2 3 4 5 6 7 8 9".split())
-    assert informative("for x in range 10 if x 2 0".split())
+    assert not informative("5 6 7 8 9 A B C D E".split())
+    assert informative("for i in range len numbers if numbers i 0".split())
     index = NgramIndex(10)
     index.add("print 0 1 2 3 4 5 6 7 8 9 10 11")
     assert not is_contaminated("table = [0 1 2 3 4 5 6 7 8 9 10 11]", index)

@@ -163,3 +163,20 @@ def test_config_checks_before_any_work():
         SourceConfig(path=".", hub="x/y")
     with pytest.raises(ValueError, match="go together"):
         SourceConfig(path=".", prompt_field="q")
+
+
+def test_unreadable_file_is_counted_not_fatal(tmp_path, monkeypatch):
+    import pathlib
+
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    (tmp_path / "locked.py").write_text("y = 2\n")
+    real_read = pathlib.Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.py":
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    got, _ = items(SourceConfig(path=str(tmp_path)))
+    assert [(i.path, i.reason) for i in got] == [("locked.py", "unreadable"), ("ok.py", None)]
