@@ -46,12 +46,6 @@ class Packed:
         return self.padding / total if total else 0.0
 
 
-def doc_labels(ids: np.ndarray, n_masked: int) -> np.ndarray:
-    labels = ids.astype(np.int32, copy=True)
-    labels[:n_masked] = IGNORE_INDEX
-    return labels
-
-
 def best_fit(lengths: list[int], capacity: int) -> list[list[int]]:
     """Bins (lists of item indices) from best-fit decreasing: each item, longest first, goes into the
     fullest bin it fits in. Every length must be <= capacity."""
@@ -74,9 +68,12 @@ def best_fit(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def position_ids(starts: np.ndarray) -> np.ndarray:
     """Positions counting up from the last True in `starts` (a flat bool array); index 0 must be True."""
-    idx = np.arange(len(starts), dtype=np.int64)
-    last = np.maximum.accumulate(np.where(starts, idx, 0))
-    return (idx - last).astype(np.int32)
+    dtype = np.int32 if len(starts) < 2**31 else np.int64  # int32 halves the peak memory of this step
+    idx = np.arange(len(starts), dtype=dtype)
+    last = np.where(starts, idx, 0)
+    np.maximum.accumulate(last, out=last)
+    idx -= last
+    return idx.astype(np.int32, copy=False)
 
 
 def pack(
@@ -95,11 +92,16 @@ def pack(
     start_parts: list[np.ndarray] = []
 
     def doc_arrays(docs):
-        ids = np.concatenate([d[0] for d in docs]).astype(np.int32) if docs else np.zeros(0, np.int32)
-        labels = np.concatenate([doc_labels(d[0], d[1]) for d in docs]) if docs else np.zeros(0, np.int32)
+        if not docs:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, bool)
+        ids = np.concatenate([d[0] for d in docs]).astype(np.int32, copy=False)
+        labels = ids.copy()
+        offsets = np.cumsum([0] + [len(d[0]) for d in docs[:-1]], dtype=np.int64)
+        for offset, (_, masked) in zip(offsets.tolist(), docs, strict=True):
+            if masked:
+                labels[offset : offset + masked] = IGNORE_INDEX
         starts = np.zeros(len(ids), dtype=bool)
-        offsets = np.cumsum([0] + [len(d[0]) for d in docs[:-1]]) if docs else []
-        starts[np.asarray(offsets, dtype=np.int64)] = True
+        starts[offsets] = True
         return ids, labels, starts
 
     s_ids, s_labels, s_starts = doc_arrays(stream)
@@ -122,11 +124,12 @@ def pack(
     label_parts.append(s_labels[taken:])
     start_parts.append(s_starts[taken:])
 
-    flat_ids = np.concatenate(ids_parts)
-    flat_labels = np.concatenate(label_parts)
-    flat_starts = np.concatenate(start_parts)
+    # With no pairs the stream arrays are used as they are (one copy less of the whole split).
+    join = (lambda parts: parts[0]) if len(ids_parts) == 1 else np.concatenate
+    flat_ids, flat_labels, flat_starts = join(ids_parts), join(label_parts), join(start_parts)
     # Pair rows are always full, so the partial tail (if any) holds stream tokens only.
     padding = len(flat_ids) - len(s_ids) - sum(len(ids) for ids, _ in whole)
+    del ids_parts, label_parts, start_parts, s_ids, s_labels, s_starts
     tail = len(flat_ids) % seq_len
     dropped = 0
     if tail:
@@ -143,8 +146,7 @@ def pack(
             flat_starts = np.concatenate([flat_starts, np.zeros(gap, dtype=bool)])
             padding += gap
     tokens = len(flat_ids) - padding
-    flat_starts = flat_starts.copy()
-    flat_starts[::seq_len] = True
+    flat_starts[::seq_len] = True  # every row starts a segment (a document continued from the row before)
     rows = len(flat_ids) // seq_len
     shape = (rows, seq_len)
     return Packed(

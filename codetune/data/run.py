@@ -190,11 +190,13 @@ def run(cfg: Config) -> PrepareResult:
         enc_train = _encode(train_docs, True, tokenizer, settings, num_proc, progress, "train")
         enc_valid = _encode(valid_docs, False, tokenizer, settings, num_proc, progress, "valid")
         timings["tokenize"] = time.perf_counter() - mark
+        fim_applied = sum(1 for _, _, applied in enc_train if applied)
         mark = time.perf_counter()
         task = progress.add_task("packing and writing", total=2)
         train, train_tokens = _pack_split(train_docs, enc_train, data.seq_len, tokenizer.pad_token_id,
                                           MAX_PADDING_FRACTION, tally)
         valid, valid_tokens = _pack_split(valid_docs, enc_valid, data.seq_len, tokenizer.pad_token_id, None, tally)
+        del enc_train, enc_valid  # the packed arrays hold the tokens now
         if train.rows == 0:
             raise DataError("nothing left to train on after filtering and splitting; add sources or lower "
                             "data.valid_fraction")
@@ -208,7 +210,7 @@ def run(cfg: Config) -> PrepareResult:
     report = build_report(
         cfg, tokenizer, fingerprint, tally, warnings, index,
         splits={"train": (train, train_tokens, len(train_docs)), "valid": (valid, valid_tokens, len(valid_docs))},
-        fim_applied=sum(1 for _, _, f in enc_train if f), num_proc=num_proc,
+        fim_applied=fim_applied, num_proc=num_proc,
         time_s=time.perf_counter() - start, timings=timings,
     )
     write_json_atomic(out / REPORT_FILE, report)

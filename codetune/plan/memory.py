@@ -2,8 +2,13 @@
 
 What is counted, and where the formulas come from:
 - Weights, gradients, optimizer states: bytes per parameter by dtype, the "model memory anatomy" split of
-  the Hugging Face docs (Performance and Scalability: "Anatomy of Model's Memory"). torch's AdamW keeps its
-  two states in the parameter's dtype (so pure-bf16 training is 2+2+4 bytes/param); bitsandbytes' 8-bit
+  the Hugging Face docs (Performance and Scalability: "Anatomy of Model's Memory"), for the dtypes
+  `codetune train` really uses (`weight_bytes=None`): full fine-tuning keeps fp32 master weights and runs
+  the forward under bf16/fp16 autocast, so a parameter costs 4 (weight) + 4 (grad) + 8 (two fp32 AdamW
+  states), plus the half-precision copy autocast makes of every matmul weight, which backward keeps
+  (2 bytes per matmul weight, "autocast weight copies"); a LoRA base is loaded in the compute dtype.
+  torch's AdamW keeps its two states in the parameter's dtype (an explicit `weight_bytes=2` full setup,
+  pure-bf16 training, is 2+2+4 bytes/param with no copies); bitsandbytes' 8-bit
   AdamW keeps 1 byte per state plus a fp32 absmax per 256 values, and 32-bit states for tensors under
   4096 values; transformers' Adafactor keeps row + column second moments for matrices and no first moment.
 - QLoRA (Dettmers et al. 2023): NF4 weights 0.5 byte/param plus one fp32 absmax per 64 values, or with
@@ -20,7 +25,10 @@ What is counted, and where the formulas come from:
   GPT-2/CodeGen's Python `gelu_new` saves four intermediates. Gradient checkpointing keeps one hidden state
   per layer and recomputes one layer at a time during backward (Chen et al. 2016).
 - Logits and loss: transformers' ForCausalLMLoss upcasts logits to fp32; log_softmax's output, its gradient
-  and the incoming gradient coexist in backward: 12 bytes x tokens x vocab.
+  and the incoming gradient coexist in backward: 12 bytes x tokens x vocab. With the trainer's chunked
+  cross-entropy (`chunked_loss`, train/fused_loss.py) one chunk of 1024 tokens holds fp32 logits and their
+  gradient (8 bytes x 1024 x vocab) while the input gradient (compute dtype) and, for a trained head, an
+  fp32 weight gradient are kept from forward to backward.
 - Sharding across N GPUs (Rajbhandari et al. 2020, ZeRO): DDP replicates everything and adds gradient
   buckets; ZeRO-2 shards gradients and fp32 optimizer states (DeepSpeed keeps a fp32 master copy: 12
   bytes/param of Adam state); ZeRO-3 and FSDP also shard weights and gather about two layers at a time.
@@ -33,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from codetune.plan.shapes import ModelShape, ParamTensor, param_tensors
+from codetune.plan.shapes import ModelShape, ParamTensor, matmul_params, param_tensors
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = 0.5 * GIB  # CUDA context + cuBLAS/cuDNN handles; not in max_memory_allocated
@@ -51,7 +59,9 @@ class Setup:
     micro_batch: int = 1
     seq_len: int = 1024
     grad_accum: int = 1
-    weight_bytes: int = 2  # bytes per loaded weight (bf16/fp16 2, fp32 4)
+    # bytes per loaded weight (bf16/fp16 2, fp32 4); None: as `codetune train` loads them (fp32 master
+    # weights for full fine-tuning, the compute dtype for a LoRA base)
+    weight_bytes: int | None = None
     compute_bytes: int = 2  # activation dtype
     autocast: bool = True  # HF Trainer's bf16/fp16 flags run the forward under torch.autocast
     optimizer: str = "adamw"  # adamw (fused, states in param dtype) | adamw_8bit | adafactor
@@ -65,6 +75,19 @@ class Setup:
     num_gpus: int = 1
     engine: str = "ddp"  # ddp | fsdp | zero2 | zero3
     dropout_mask_bytes: int = 1  # CUDA's fused dropout keeps a bool mask; CPU's keeps a float one
+    chunked_loss: bool = False  # the trainer's chunked cross-entropy instead of whole-batch fp32 logits
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes per loaded weight, resolved."""
+        if self.weight_bytes is not None:
+            return self.weight_bytes
+        return 4 if self.method == "full" else self.compute_bytes
+
+    @property
+    def autocast_copies(self) -> bool:
+        """Autocast casts each fp32 matmul weight to the compute dtype and backward keeps the copy."""
+        return self.method == "full" and self.autocast and self.param_bytes > self.compute_bytes
 
     @property
     def tokens(self) -> int:
@@ -129,7 +152,7 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 def weight_bytes(shape: ModelShape, setup: Setup) -> float:
     tensors = param_tensors(shape)
     if setup.method != "qlora":
-        return sum(t.total for t in tensors) * setup.weight_bytes
+        return sum(t.total for t in tensors) * setup.param_bytes
     other_b = 4 if setup.kbit_upcast else setup.compute_bytes
     quantised = sum(t.total for t in tensors if t.kind == "linear")
     other = sum(t.total for t in tensors if t.kind != "linear")
@@ -139,7 +162,7 @@ def weight_bytes(shape: ModelShape, setup: Setup) -> float:
 def trainable(shape: ModelShape, setup: Setup) -> tuple[list[ParamTensor], int]:
     """Trainable tensors and their dtype size: all weights for full, fp32 adapters otherwise."""
     if setup.method == "full":
-        return param_tensors(shape), setup.weight_bytes
+        return param_tensors(shape), setup.param_bytes
     return lora_tensors(shape, setup), 4
 
 
@@ -192,7 +215,7 @@ class _Saved:
         self.e = setup.compute_bytes
         self.ac = setup.autocast and self.e < 4
         upcast = setup.method == "qlora" and setup.kbit_upcast
-        self.res_b = 4 if (upcast or setup.weight_bytes == 4) else self.e  # residual-stream dtype
+        self.res_b = 4 if (upcast or setup.param_bytes == 4) else self.e  # residual-stream dtype
         self.full = setup.method == "full"
         self.targets = set() if self.full else (
             {m for ms in _modules(shape).values() for m in ms} if setup.lora_targets == "all-linear"
@@ -204,7 +227,7 @@ class _Saved:
         if self.shape.norm == "layernorm":
             # autocast runs layer_norm in fp32: it saves an fp32 copy of its input (+ fp32 mean and rstd)
             return (4 * h + 8, 4) if self.ac else (self.res_b * h + 8, self.res_b)
-        weight_b = 4 if (self.setup.method == "qlora" and self.setup.kbit_upcast) else self.setup.weight_bytes
+        weight_b = 4 if (self.setup.method == "qlora" and self.setup.kbit_upcast) else self.setup.param_bytes
         # RMSNorm (Llama): x.float() and rsqrt saved, x_hat saved by the weight multiply when trained
         return 4 * h + 4 + (self.res_b * h if self.full else 0), max(weight_b, self.res_b)
 
@@ -309,7 +332,16 @@ def activation_bytes(shape: ModelShape, setup: Setup) -> float:
 
 
 def logits_bytes(shape: ModelShape, setup: Setup) -> float:
-    return 12.0 * setup.tokens * shape.vocab
+    if not setup.chunked_loss:
+        return 12.0 * setup.tokens * shape.vocab
+    chunk = min(setup.tokens, 1024)  # train/fused_loss.py CHUNK_TOKENS
+    head_grad = 4 * shape.vocab * shape.hidden if setup.method == "full" else 0
+    return 8.0 * chunk * shape.vocab + setup.compute_bytes * setup.tokens * shape.hidden + head_grad
+
+
+def autocast_copy_bytes(shape: ModelShape, setup: Setup) -> float:
+    """Half-precision copies of the fp32 matmul weights that autocast makes and backward keeps."""
+    return setup.compute_bytes * matmul_params(shape) if setup.autocast_copies else 0.0
 
 
 def workspace_bytes(shape: ModelShape, setup: Setup) -> float:
@@ -359,26 +391,31 @@ def estimate(shape: ModelShape, setup: Setup) -> MemoryEstimate:
         extra_name, extra = "FSDP gathered layers", 2 * layer_w + (layer_w if setup.method == "full" else 0)
         notes.append(f"fsdp: weights, grads and states sharded over {n} GPUs, two layers gathered at a time")
     activations = activation_bytes(shape, setup)
+    copies = autocast_copy_bytes(shape, setup) / (n if engine in {"fsdp", "zero3"} else 1)
     logits = logits_bytes(shape, setup)
     workspace = workspace_bytes(shape, setup)
     base = weights + (adapters if setup.method != "full" else 0.0) + states + extra
     grads_held = grads if (setup.grad_accum > 1 or engine == "ddp" and n > 1) else 0.0
-    backward_peak = base + grads_held + activations + max(logits, workspace)
+    backward_peak = base + grads_held + copies + activations + max(logits, workspace)
     step_peak = base + grads + step_temp
     items = {
         "weights": weights,
         "LoRA adapters (fp32)": adapters if setup.method != "full" else 0.0,
         "gradients": grads,
         "optimizer states": states,
+        "autocast weight copies": copies,
         "activations": activations,
-        "logits + loss (fp32)": logits,
+        "logits + loss (fp32)" if not setup.chunked_loss else "chunked loss": logits,
         "backward workspace": workspace,
         "optimizer step temporaries": step_temp,
     }
     if extra_name:
         items[extra_name] = extra
-    if setup.method == "full" and setup.weight_bytes == 2 and setup.optimizer == "adamw":
+    if setup.method == "full" and setup.param_bytes == 2 and setup.optimizer == "adamw":
         notes.append("AdamW states are kept in the weights' dtype (torch's behaviour for bf16/fp16 weights)")
+    if setup.autocast_copies:
+        notes.append("full fine-tuning keeps fp32 master weights and trains under autocast (as codetune train "
+                     "does); autocast's half copies of the matmul weights live until backward")
     return MemoryEstimate(items, backward_peak, step_peak, setup, notes)
 
 

@@ -130,11 +130,12 @@ def setup_from_config(cfg: Config, shape: ModelShape, gpu: GPU, warnings: list[s
     mb = cfg.train.micro_batch if isinstance(cfg.train.micro_batch, int) else 1
     return Setup(
         method=m.kind, micro_batch=mb, seq_len=cfg.data.seq_len, grad_accum=cfg.train.grad_accum,
-        weight_bytes=DTYPE_BYTES[dtype], compute_bytes=DTYPE_BYTES[compute],
+        # weights as `codetune train` loads them: fp32 master weights (full), the compute dtype (LoRA base)
+        weight_bytes=None, compute_bytes=DTYPE_BYTES[compute],
         autocast=DTYPE_BYTES[compute] < 4, optimizer=cfg.train.optimizer,
         gradient_checkpointing=cfg.train.gradient_checkpointing is True, attention=attention, lora_r=m.r,
         lora_targets=targets, lora_dropout=m.dropout, double_quant=m.double_quant, num_gpus=cfg.plan.num_gpus,
-        engine=cfg.plan.engine,
+        engine=cfg.plan.engine, chunked_loss=not cfg.train.torch_compile,  # the trainer's default loss
     ), compute
 
 

@@ -56,6 +56,12 @@ def summary_rows(rows: list[dict]) -> list[tuple[str, object]]:
     _, speeds = column(rows, "tokens_per_s")
     if speeds:
         out.append(("median tokens/s", sorted(speeds)[len(speeds) // 2]))
+    _, useful = column(rows, "useful_tokens_per_s")
+    if useful:  # labelled tokens only (padding excluded); MFU against the device's measured matmul peak
+        out.append(("median useful tokens/s", sorted(useful)[len(useful) // 2]))
+    _, mfus = column(rows, "mfu")
+    if mfus:
+        out.append(("median MFU (%)", round(100 * sorted(mfus)[len(mfus) // 2], 2)))
     _, mem = column(rows, "peak_memory_mb")
     if mem:
         out.append(("peak memory (MB)", max(mem)))
@@ -74,7 +80,9 @@ def sections(run_dir: Path, out_dir: Path) -> list[Section]:
             ("train_loss.png", {"train loss": column(rows, "loss")}, "Training loss", "loss", True),
             ("eval_loss.png", {"eval loss": column(rows, "eval_loss")}, "Validation loss", "loss", True),
             ("learning_rate.png", {"learning rate": column(rows, "lr")}, "Learning rate", "lr", False),
-            ("tokens_per_s.png", {"tokens/s": column(rows, "tokens_per_s")}, "Throughput", "tokens/s", False),
+            ("tokens_per_s.png", {"tokens/s": column(rows, "tokens_per_s"),
+                                  "useful tokens/s": column(rows, "useful_tokens_per_s")},
+             "Throughput", "tokens/s", False),
         ]
         images = [
             name

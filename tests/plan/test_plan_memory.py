@@ -36,14 +36,19 @@ def test_parameter_counts_by_hand():
     assert count_params(GPT2) == 124_439_808
 
 
-def test_starcoder2_3b_full_bf16_adamw():
+def test_starcoder2_3b_full_as_the_trainer_runs_it():
+    """fp32 master weights, bf16 autocast, fused AdamW with fp32 states (what `codetune train` does)."""
     s = Setup(method="full", micro_batch=1, seq_len=2048)
     est = estimate(SC3B, s)
-    assert est.items["weights"] == SC3B_PARAMS * 2  # bf16: 6,060,742,656 B = 5.64 GiB
-    assert est.items["gradients"] == SC3B_PARAMS * 2
-    assert est.items["optimizer states"] == SC3B_PARAMS * 4  # two bf16 AdamW states
-    # activations per layer per token (autocast, sdpa, no dropout):
-    #   LN1 fp32 input copy 4*3072 + mean/rstd 8 = 12,296
+    assert est.items["weights"] == SC3B_PARAMS * 4  # fp32: 12,121,485,312 B = 11.29 GiB
+    assert est.items["gradients"] == SC3B_PARAMS * 4
+    assert est.items["optimizer states"] == SC3B_PARAMS * 8  # two fp32 AdamW states
+    # autocast's bf16 copy of every matmul weight, kept for backward: 2 x (2,878,341,120 linear weights
+    #   + the tied head 49,152 * 3,072 = 150,994,944) = 6,058,672,128 B (5.64 GiB)
+    assert est.items["autocast weight copies"] == 2 * (SC3B_LINEAR + 49_152 * 3072) == 6_058_672_128
+    # activations per layer per token (autocast, sdpa, no dropout), the same as with bf16 weights because
+    # autocast runs LayerNorm in fp32 and casts each linear's input to bf16 either way:
+    #   LN1 fp32 input 4*3072 + mean/rstd 8 = 12,296
     #   q, k, v each cast the fp32 LN output to bf16: 3 * 2 * 3072 = 18,432
     #   SDPA saves q (2*3072) k, v (2*256 each), output (2*3072), fp32 lse (4*24) = 13,408
     #   LN2 12,296; c_fc's bf16 copy 6,144; GELU input 2*12288 = 24,576; c_proj input 24,576
@@ -51,14 +56,36 @@ def test_starcoder2_3b_full_bf16_adamw():
     #   x 2048 tokens = 6,902,333,440 B (6.43 GiB)
     assert est.items["activations"] == 6_902_333_440
     assert est.items["logits + loss (fp32)"] == 12 * 2048 * 49152  # 1.125 GiB
-    # backward peak = weights + states + activations + logits (grads are None at ga=1)
+    # backward peak = weights + states + copies + activations + logits (grads are None at ga=1)
+    #   = 12 x 3,030,371,328 + 6,058,672,128 + 6,902,333,440 + 1,207,959,552 = 50,533,421,056 B (47.06 GiB)
+    assert est.backward_peak == pytest.approx(50_533_421_056)
+    assert est.step_peak == pytest.approx(SC3B_PARAMS * 16)  # 48,485,941,248 B
+    assert est.peak_allocated / GIB == pytest.approx(47.06, abs=0.01)
+    # with gradient checkpointing: one fp32 hidden state per layer (the residual stream of fp32 weights)
+    # + one recomputed layer + final norm and head input
+    ckpt = estimate(SC3B, s.with_(gradient_checkpointing=True))
+    assert ckpt.items["activations"] == (30 * 4 * 3072 + 111_728 + 18_440) * 2048
+    assert ckpt.peak_phase == "optimizer step"
+    # the trainer's chunked loss: one 1024-token chunk of fp32 logits + gradient (8 * 1024 * 49,152), the
+    #   bf16 input gradient (2 * 2048 * 3072) and the fp32 head gradient (4 * 49,152 * 3072) = 1,019,215,872
+    chunked = estimate(SC3B, s.with_(chunked_loss=True))
+    assert chunked.items["chunked loss"] == 8 * 1024 * 49152 + 2 * 2048 * 3072 + 4 * 49152 * 3072
+
+
+def test_starcoder2_3b_full_pure_bf16():
+    """bf16 weights (an explicit weight_bytes=2, as bench/plan_accuracy.py measures): 2+2+4 bytes/param."""
+    s = Setup(method="full", micro_batch=1, seq_len=2048, weight_bytes=2)
+    est = estimate(SC3B, s)
+    assert est.items["weights"] == SC3B_PARAMS * 2  # bf16: 6,060,742,656 B = 5.64 GiB
+    assert est.items["gradients"] == SC3B_PARAMS * 2
+    assert est.items["optimizer states"] == SC3B_PARAMS * 4  # two bf16 AdamW states
+    assert est.items["autocast weight copies"] == 0  # already bf16: autocast casts nothing
+    assert est.items["activations"] == 6_902_333_440
     assert est.backward_peak == pytest.approx(SC3B_PARAMS * 6 + 6_902_333_440 + 12 * 2048 * 49152)
     assert est.step_peak == pytest.approx(SC3B_PARAMS * 8)
     assert est.peak_allocated / GIB == pytest.approx(24.49, abs=0.01)
-    # with gradient checkpointing: one bf16 hidden state per layer + one recomputed layer
     ckpt = estimate(SC3B, s.with_(gradient_checkpointing=True))
     assert ckpt.items["activations"] == (30 * 2 * 3072 + 111_728 + 18_440) * 2048
-    assert ckpt.peak_phase == "optimizer step"
 
 
 def test_starcoder2_3b_lora():
@@ -97,8 +124,11 @@ def test_starcoder2_3b_qlora():
 def test_gpt2_124m_full():
     s = Setup(method="full", micro_batch=8, seq_len=1024)
     est = estimate(GPT2, s)
-    assert est.items["weights"] == 124_439_808 * 2
-    assert est.items["optimizer states"] == 124_439_808 * 4
+    assert est.items["weights"] == 124_439_808 * 4  # fp32 master weights
+    assert est.items["optimizer states"] == 124_439_808 * 8
+    # bf16 copies of the matmul weights: 12 x (c_attn 1,769,472 + c_proj 589,824 + c_fc 2,359,296
+    #   + c_proj 2,359,296) = 84,934,656, + the tied head 50,257 * 768 = 38,597,376 -> x 2 bytes
+    assert est.items["autocast weight copies"] == 2 * (84_934_656 + 38_597_376)
     # per layer per token: LN1 3,080; c_attn bf16 copy 1,536; SDPA q,k,v (2*2304) + out 1,536 + lse 48
     #   = 6,192; two residual dropout masks 1,536; LN2 3,080; c_fc copy 1,536; gelu_new under autocast
     #   (fp32 pow copy, tanh, 1+tanh: 12*3072, plus 0.5*x in bf16 2*3072) 43,008; c_proj's bf16 copy of
