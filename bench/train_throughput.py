@@ -19,8 +19,9 @@ process (so peak memory is its own), then reports the loss on the same held-out 
 change what is learned. Baseline and defaults are measured interleaved (ABAB...) so that load from
 other processes hits both; figures are medians over repeats.
 
-Imports only torch, transformers, tokenizers, numpy and codetune's pure modules (no datasets, no
-pydantic), so it runs on a bare GPU box.
+Imports only torch, transformers, tokenizers, numpy (and peft for LoRA) and codetune's pure modules (no
+datasets, no pydantic), so it runs on a bare GPU box. On an H100/H200 the four CUDA models take roughly half
+an hour at the default repeats; `--models gpt2-124m-full` alone takes a few minutes.
 """
 
 from __future__ import annotations
@@ -291,19 +292,51 @@ def median_of(runs: list[dict]) -> dict:
     return out
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.machine()} CPU ({os.cpu_count()} cores)"
+
+
+def markdown_table(results: dict) -> str:
+    """The README table of one results file."""
+    lines = []
+    for name, entry in results["models"].items():
+        lines += [f"**{name}** ({entry['method']}, micro-batch {entry['micro_batch']} x {entry['seq_len']} tokens, "
+                  f"{results['device']}; defaults {entry.get('speedup', 'n/a')}x baseline)", "",
+                  "| configuration | useful tokens/s | speedup | MFU | peak memory (MB) | held-out loss |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for cname, c in entry["configs"].items():
+            if "error" in c:
+                lines.append(f"| {cname} | failed: {c['error']} | | | | |")
+                continue
+            lines.append(f"| {cname} | {c['useful_tokens_per_s']:,.0f} | {c.get('speedup_vs_baseline', 0):.2f}x | "
+                         f"{100 * c['mfu']:.1f}% | {c['peak_memory_mb']:,.0f} | {c['heldout_loss']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--repeats", type=int, default=5, help="runs of baseline and defaults (interleaved)")
-    parser.add_argument("--single-repeats", type=int, default=3, help="runs of each one-switch configuration")
+    parser.add_argument("--repeats", type=int, help="runs of baseline and defaults, interleaved (cpu 5, cuda 2)")
+    parser.add_argument("--single-repeats", type=int, help="runs of each one-switch configuration (cpu 3, cuda 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (CPU)")
     parser.add_argument("--files", type=int, default=600, help="training files")
     parser.add_argument("--skip", nargs="*", default=[], help="configurations to leave out, e.g. +compile")
     parser.add_argument("--models", nargs="*", help="subset of the device's models")
     parser.add_argument("--useful-tokens", type=int, help="override the per-model useful-token budget")
+    parser.add_argument("--table", type=Path, help="print the markdown table of a results file and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text(encoding="utf-8"))))
+        return
     if args.child:
         print(json.dumps(run_one(json.loads(args.child))))
         return
@@ -311,6 +344,9 @@ def main() -> None:
 
     from codetune.train.throughput import measured_peak_flops
 
+    cuda = args.device == "cuda"
+    args.repeats = args.repeats or (2 if cuda else 5)
+    args.single_repeats = args.single_repeats or (1 if cuda else 3)
     output = args.output or ROOT / f"bench/results/train_throughput_{args.device}.json"
     models = GPU_MODELS if args.device == "cuda" else CPU_MODELS
     if args.models:
@@ -323,7 +359,7 @@ def main() -> None:
     else:
         # the best of several tries: other processes only ever slow a measurement down
         peak = max(measured_peak_flops.__wrapped__("cpu", "float32", args.threads) for _ in range(5))
-        device_name = f"{platform.processor() or platform.machine()} CPU, {args.threads} torch thread(s)"
+        device_name = f"{cpu_model()}, {args.threads} torch thread(s)"
         peak_what = "measured fp32 GEMM (1024^3)"
     configs = {"baseline": BASELINE, "defaults": DEFAULTS}
     configs.update({k: {**BASELINE, **v} for k, v in SINGLES.items() if k not in args.skip})
