@@ -3,7 +3,8 @@
 Nothing can be downloaded here, so each generator writes a few hundred rows with the same fields the
 hub or user dataset has: NsPM-style (question, query) pairs over a small RDF graph, sql-create-context
 style (question, context, answer) pairs over a SQLite database with rows, the-stack style rows of real
-local code (content, path, lang), SQL files, and a special-token classification set for GPT-2.
+local code (content, path, lang) with small MultiPL-E-format Java problems, SQL files, and a special-token
+classification set for GPT-2.
 Every generator is seeded, so smoke runs are reproducible.
 """
 
@@ -140,10 +141,41 @@ def code_files(out: Path, n: int, languages: list[str], seed: int = 0) -> SmokeD
     rng.shuffle(rows)
     rows = rows[:n]
     train, test = _split(rows)
+    evals = {"multipl-e:java": str(multipl_e_java(out))} if "java" in languages else {}
     return SmokeData(
         train=_write_jsonl(out / "train.jsonl", train), test=_write_jsonl(out / "test.jsonl", test),
         source={"path": str(out / "train.jsonl"), "text_field": "content", "path_field": "path"},
+        eval_datasets=evals,
     )
+
+
+# (comment, signature, assertions): small Java problems in MultiPL-E's format, so a smoke study runs
+# `multipl-e:java` without the hub dataset.
+JAVA_PROBLEMS = [
+    ("Return the sum of a and b.", "public static int add(int a, int b)", ["add(2, 3) == 5", "add(-1, 1) == 0"]),
+    ("Return the larger of a and b.", "public static int larger(int a, int b)",
+     ["larger(2, 3) == 3", "larger(7, -1) == 7"]),
+    ("Return the absolute value of x.", "public static int absolute(int x)", ["absolute(-4) == 4", "absolute(5) == 5"]),
+    ("Return true when n is even.", "public static boolean isEven(int n)", ["isEven(4)", "!isEven(7)"]),
+    ("Return n squared.", "public static long square(long n)", ["square(3L) == 9L", "square(-2L) == 4L"]),
+    ("Return the string reversed.", "public static String reverse(String s)",
+     ['reverse("abc").equals("cba")', 'reverse("").equals("")']),
+    ("Return the sum of 1..n.", "public static long sumTo(long n)", ["sumTo(4L) == 10L", "sumTo(0L) == 0L"]),
+    ("Return how many times c occurs in s.", "public static int count(String s, char c)",
+     ["count(\"banana\", 'a') == 3", "count(\"\", 'a') == 0"]),
+]
+
+
+def multipl_e_java(out: Path) -> Path:
+    rows = []
+    for i, (comment, signature, asserts) in enumerate(JAVA_PROBLEMS):
+        name = f"Smoke_{i}_{signature.split('(')[0].split()[-1]}"
+        prompt = f"import java.util.*;\nclass Problem {{\n    // {comment}\n    {signature} {{\n"
+        tests = ("    }\n    public static void main(String[] args) {\n"
+                 + "".join(f"    assert({a});\n" for a in asserts) + "    }\n\n}\n")
+        rows.append({"name": name, "task_id": name, "language": "java", "prompt": prompt, "tests": tests,
+                     "stop_tokens": ["\n    }\n"]})
+    return _write_jsonl(out / "multipl-e-java.jsonl", rows)
 
 
 def sql_files(out: Path, n: int, seed: int = 0) -> SmokeData:
