@@ -86,7 +86,8 @@ def _target_for(name: str, path: Path, base: ModelConfig) -> Target:
 
 
 def run_targets(run_dir: Path) -> tuple[list[Target], EvalConfig]:
-    """The base model, every complete checkpoint (by step) and the final model of a training run."""
+    """The base model, every complete checkpoint (by step) and the final model of a training run (unless it is
+    the last checkpoint's weights again)."""
     from codetune.config import load_config
 
     config_path = run_dir / "config.yaml"
@@ -97,9 +98,24 @@ def run_targets(run_dir: Path) -> tuple[list[Target], EvalConfig]:
     checkpoints = sorted((p for p in (run_dir / "checkpoints").glob("step-*") if _is_model_dir(p) and _step(p) >= 0),
                          key=_step) if (run_dir / "checkpoints").is_dir() else []
     targets += [_target_for(p.name, p, cfg.model) for p in checkpoints]
-    if _is_model_dir(run_dir / "final"):
+    if _is_model_dir(run_dir / "final") and not (checkpoints and same_weights(checkpoints[-1], run_dir / "final")):
         targets.append(_target_for("final", run_dir / "final", cfg.model))
     return targets, cfg.eval
+
+
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """True when two model directories hold byte-identical weights (the final model is usually the last
+    checkpoint saved again): evaluating both would only repeat the work."""
+    import filecmp
+
+    for name in WEIGHT_FILES:
+        fa, fb = a / name, b / name
+        if fa.is_file() or fb.is_file():
+            return fa.is_file() and fb.is_file() and filecmp.cmp(fa, fb, shallow=False)
+    return False
 
 
 def model_target(model: str, adapter: str | None = None, name: str | None = None) -> Target:

@@ -30,9 +30,9 @@ class StudyResult:
     def summary(self) -> str:
         lines = [f"study {self.study_dir}"]
         for name, info in self.runs.items():
-            lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in info.get("headline", {}).items()))
+            lines.append(f"  {name}: " + "; ".join(f"{k} {v}" for k, v in info.get("headline", {}).items()))
         if self.report is not None:
-            lines.append(f"  comparison: {self.report}")
+            lines.append(f"  report: {self.report}")
         return "\n".join(lines)
 
 
@@ -82,7 +82,17 @@ def _with(cfg: Config, **sections) -> Config:
     return Config.model_validate(raw)
 
 
+def _value(metrics: dict):
+    for key in ("pass@1", "bits_per_byte", "accuracy", "execution_accuracy", "answer_f1", "exact_match"):
+        value = metrics.get(key)
+        value = value.get("value") if isinstance(value, dict) else value
+        if isinstance(value, float | int):
+            return key, value
+    return None, None
+
+
 def _headline(run_dir: Path) -> dict[str, str]:
+    """Each task's headline metric for the base model and the last evaluated model: `base -> last`."""
     out: dict[str, str] = {}
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
@@ -90,15 +100,31 @@ def _headline(run_dir: Path) -> dict[str, str]:
         evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
         if evals:
             out["eval_loss"] = f"{evals[-1]:.3f}"
-    for path in sorted((run_dir / "eval").glob("*/results.json")):
-        results = json.loads(path.read_text())
-        for task, entry in results.get("tasks", {}).items():
-            m = entry.get("metrics", {})
-            value = m.get("pass@1", m.get("bits_per_byte", m.get("exact_match", m.get("accuracy"))))
-            value = value.get("value") if isinstance(value, dict) else value
-            if isinstance(value, float | int):
-                out[f"{path.parent.name}/{task}"] = f"{value:.3f}"
+    evals = sorted((run_dir / "eval").glob("*/results.json"), key=_checkpoint_order)
+    if not evals:
+        return out
+    first, last = (json.loads(p.read_text()).get("tasks", {}) for p in (evals[0], evals[-1]))
+    for task, entry in last.items():
+        key, after = _value(entry.get("metrics", {}))
+        _, before = _value(first.get(task, {}).get("metrics", {}))
+        if key is not None:
+            out[f"{task} {key}"] = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
     return out
+
+
+def share_base_eval(study_dir: Path, cfg: Config, earlier: list[Config]) -> None:
+    """Runs of a study that start from the same model on the same data share one evaluation of it."""
+    import shutil
+
+    target = cfg.run_dir / "eval" / "base"
+    if (target / "results.json").is_file():
+        return
+    for other in earlier:
+        source = other.run_dir / "eval" / "base"
+        if (other.model == cfg.model and other.data == cfg.data and other.eval == cfg.eval
+                and (source / "results.json").is_file()):
+            shutil.copytree(source, target)  # evaluate re-checks the model fingerprint before reusing it
+            return
 
 
 def run_one(cfg: Config, progress_log: dict, force_stages: set[str] | None = None) -> dict:
@@ -155,6 +181,7 @@ def run(recipe_or_config: str, smoke: bool = False, output_dir: str | Path | Non
             extra = makers.make(recipe.smoke.eval_data, study_dir / "smoke-eval-data", recipe.smoke.examples)
             smoke_data.eval_datasets.update(extra.eval_datasets)
     result = StudyResult(study_dir)
+    done: list[Config] = []
     for name in recipe.ordered_runs():
         cfg = resolve_run(recipe, name, study_dir, smoke=smoke)
         cfg = _resolve_models(cfg, recipe, name, study_dir, smoke_data)
@@ -163,11 +190,17 @@ def run(recipe_or_config: str, smoke: bool = False, output_dir: str | Path | Non
                         eval__datasets={**cfg.eval.datasets, **smoke_data.eval_datasets})
             if "graph" in smoke_data.extra:
                 cfg = _with(cfg, eval__sparql_graph=smoke_data.extra["graph"])
+        share_base_eval(study_dir, cfg, done)
         try:
             result.runs[name] = run_one(cfg, timings)
+            done.append(cfg)
         finally:
             state_path.write_text(json.dumps(state, indent=2))
-    result.report = _compare(study_dir, recipe)
+    from codetune.study.report import write_study_report
+
+    compare = _compare(study_dir, recipe)
+    result.report = write_study_report(study_dir, recipe.ordered_runs(), timings,
+                                       {name: info["headline"] for name, info in result.runs.items()}, compare)
     state_path.write_text(json.dumps(state, indent=2))
     return result
 
