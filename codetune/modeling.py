@@ -91,8 +91,9 @@ def load_config_only(model_cfg: ModelConfig):
 
 
 def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, quantization_config=None,
-               device_map=None):
-    """A causal LM in eval mode (callers switch to train), with `adapter` applied when given."""
+               device_map=None, tokenizer=None):
+    """A causal LM in eval mode (callers switch to train), with `adapter` applied when given. With `tokenizer`,
+    embeddings grow to its size first (tokens added by config, or an adapter trained with them)."""
     from transformers import AutoModelForCausalLM
 
     config = load_config_only(model_cfg)
@@ -112,6 +113,8 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, quanti
         raise
     except Exception as exc:
         raise _hub_hint(model_cfg.name_or_path, exc) from None
+    if tokenizer is not None:
+        resize_for_tokenizer(model, tokenizer)
     if adapter is not None:
         from peft import PeftModel
 

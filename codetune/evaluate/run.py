@@ -182,7 +182,8 @@ def _write(out: Path, results: dict, samples: list[dict]) -> None:
 def _load(target: Target):
     from codetune.modeling import load_model, load_tokenizer
 
-    return load_model(target.model, adapter=target.adapter), load_tokenizer(target.model)
+    tokenizer = load_tokenizer(target.model)
+    return load_model(target.model, adapter=target.adapter, tokenizer=tokenizer), tokenizer
 
 
 def evaluate_target(target: Target, tasks: Sequence[str], cfg: EvalConfig, out: Path, *, run_dir: Path | None,

@@ -34,6 +34,9 @@ def test_recipe_smoke_end_to_end(name, tmp_path):
         assert len(evaluated) >= 2  # the base model and at least one fine-tuned checkpoint
         results = json.loads(sorted((run_dir / "eval").glob("*/results.json"))[-1].read_text())
         assert set(results["tasks"]) == set(recipe.config["eval"]["tasks"])
+        if "accuracy" in results["tasks"]:  # the GPT-2 system's held-out test reports its pass mark
+            metrics = results["tasks"]["accuracy"]["metrics"]
+            assert metrics["pass_mark"] == 0.8 and isinstance(metrics["pass_mark_met"], bool)
     assert result.report.name == "study.html" and result.report.is_file()
     summary = json.loads((tmp_path / "report" / "study.json").read_text())
     assert all(r["trainable parameters"] and r["steps"] for r in summary["runs"])
@@ -47,9 +50,3 @@ def test_recipe_smoke_end_to_end(name, tmp_path):
         for stage in ("prepare", "train"):
             assert stages_after[run_name][stage] == stages_before[run_name][stage]
 
-
-def test_gpt2_recipe_reports_its_pass_mark(tmp_path):
-    run("gpt2-special-tokens", smoke=True, output_dir=tmp_path)
-    final = sorted((tmp_path / "main" / "eval").glob("*/results.json"))[-1]
-    metrics = json.loads(final.read_text())["tasks"]["accuracy"]["metrics"]
-    assert metrics["pass_mark"] == 0.8 and isinstance(metrics["pass_mark_met"], bool)
