@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 study: setup
-	@bash scripts/offline_study.sh
+	.venv/bin/codetune study offline-study --output-dir runs/offline-study
 
 test: setup
 	.venv/bin/ruff check .

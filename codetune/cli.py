@@ -6,13 +6,23 @@ into one line on stderr and an exit code. Flows are imported inside each command
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from codetune.errors import CodetuneError
+
+# Our own rich bars show progress; the libraries' tqdm bars and advisory logs would bury them.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "no CPU 4-bit kernel package" notice on every load
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # v6 deprecations in libs
 
 app = typer.Typer(
     name="codetune",
@@ -43,6 +53,27 @@ def one_line_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def relaunch_args(command: str, drop: set[str]) -> list[str]:
+    """The current command's parsed arguments as a command line again (less `drop`), for each launched rank."""
+    import click
+
+    ctx = click.get_current_context()
+    positional, options = [command], []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in drop or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            positional += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+        elif param.is_flag:
+            flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            options += [flag] if flag else []
+        else:
+            for v in value if isinstance(value, list | tuple) else [value]:
+                options += [param.opts[0], str(v)]
+    return positional + options
 
 
 def load(config: Path, overrides: list[str] | None):
@@ -114,13 +145,38 @@ def train_cmd(
     force: Annotated[
         bool, typer.Option(help="Start even if the plan predicts OOM or output_dir holds another run")
     ] = False,
+    num_processes: Annotated[
+        int, typer.Option(help="Processes on all machines together, one per GPU (>1 launches through accelerate)")
+    ] = 1,
+    engine: Annotated[str, typer.Option(help="ddp | fsdp (FSDP2) | deepspeed, see codetune/train/engines/")] = "ddp",
+    zero: Annotated[int | None, typer.Option(help="DeepSpeed ZeRO stage 2|3 [default: 2]")] = None,
+    num_machines: Annotated[int, typer.Option(help="Machines taking part")] = 1,
+    machine_rank: Annotated[int, typer.Option(help="This machine's rank (0 holds --main-address)")] = 0,
+    main_address: Annotated[str | None, typer.Option(help="Address of the rank-0 machine")] = None,
+    main_port: Annotated[int | None, typer.Option(help="Port on the rank-0 machine [default: a free one]")] = None,
 ):
-    """Fine-tune (full, LoRA, QLoRA) with exact resume, checkpoints, metrics and plots."""
-    cfg = load(config, overrides)
+    """Fine-tune (full, LoRA, QLoRA) with exact resume, checkpoints, metrics and plots; on N GPUs or machines
+    with --num-processes N (see `codetune.train.launch` for a multi-node example)."""
+    from codetune.train import launch
+
+    spec = launch.validate(launch.LaunchSpec(num_processes, engine, zero, num_machines, machine_rank,
+                                             main_address, main_port))
+    extra = launch.plan_overrides(spec) if spec.distributed else []
+    cfg = load(config, (overrides or []) + extra)
+    if spec.distributed and launch.world_size() == 1:
+        launch.machine_check(spec)
+        from codetune.train.run import preflight
+
+        preflight(cfg, resume, force)  # refuse once, here, rather than in N processes
+        args = ["train", str(config), *(overrides or []), *extra, *(["--resume", resume] if resume else []),
+                *(["--force"] if force else [])]
+        launch.run_launched(launch.launch_command(spec, args), "training")
+        return
     from codetune.train.run import run
 
     result = run(cfg, resume=resume, force=force)
-    typer.echo(result.summary())
+    if launch.is_main_process():
+        typer.echo(result.summary())
 
 
 @app.command("report")
@@ -216,6 +272,9 @@ def eval_cmd(
         bool, typer.Option(help="Execute without isolation when neither bubblewrap nor unshare works")
     ] = False,
     force: Annotated[bool, typer.Option(help="Evaluate again even where results with the same protocol exist")] = False,
+    num_processes: Annotated[
+        int, typer.Option(help="Generate data-parallel in N processes (one model copy per GPU); same results")
+    ] = 1,
 ):
     """Evaluate code models: `--model M` or RUN_DIR (base + every checkpoint) on --tasks; `--task T --samples
     FILE` scores generations produced elsewhere."""
@@ -226,6 +285,8 @@ def eval_cmd(
             raise ConfigError("scoring generations needs both --task and --samples")
         if run_dir is not None or model is not None:
             raise ConfigError("--samples scores existing generations; drop RUN_DIR / --model")
+        if num_processes > 1:
+            raise ConfigError("--num-processes shards generation; scoring --samples already uses every core")
         from codetune.evaluate.score import score_file, summary
 
         if dataset and len(dataset) > 1:
@@ -237,6 +298,12 @@ def eval_cmd(
         return
     if run_dir is None and model is None:
         raise ConfigError("eval needs RUN_DIR, --model M, or --task T --samples FILE")
+    from codetune.train import launch
+
+    if num_processes > 1 and launch.world_size() == 1:
+        spec = launch.machine_check(launch.validate(launch.LaunchSpec(num_processes)))
+        launch.run_launched(launch.launch_command(spec, relaunch_args("eval", drop={"num_processes"})), "evaluation")
+        return
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     datasets = {}
     for entry in dataset or []:
@@ -256,7 +323,8 @@ def eval_cmd(
 
     outcome = run(run_dir=run_dir, model=model, adapter=adapter, tasks=task_list, output=output,
                   overrides=overrides, force=force)
-    typer.echo(outcome.summary())
+    if launch.is_main_process():
+        typer.echo(outcome.summary())
 
 
 @app.command("recipes")

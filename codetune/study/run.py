@@ -105,10 +105,16 @@ def _headline(run_dir: Path) -> dict[str, str]:
         return out
     first, last = (json.loads(p.read_text()).get("tasks", {}) for p in (evals[0], evals[-1]))
     for task, entry in last.items():
-        key, after = _value(entry.get("metrics", {}))
-        _, before = _value(first.get(task, {}).get("metrics", {}))
-        if key is not None:
-            out[f"{task} {key}"] = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
+        pairs = [(task, entry.get("metrics", {}), first.get(task, {}).get("metrics", {}))]
+        if task == "perplexity":  # per language: the gain on the new one and the forgetting of the old one
+            before_by = pairs[0][2].get("by_language", {})
+            pairs += [(f"perplexity[{lang}]", m, before_by.get(lang, {}))
+                      for lang, m in sorted(pairs[0][1].get("by_language", {}).items())]
+        for label, after_metrics, before_metrics in pairs:
+            key, after = _value(after_metrics)
+            _, before = _value(before_metrics)
+            if key is not None:
+                out[f"{label} {key}"] = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
     return out
 
 

@@ -8,6 +8,9 @@ the checkpoint exists). Besides `tokens_per_s` (every row position, padding incl
 `useful_tokens_per_s` (labelled tokens only) and `mfu` against the device's measured peak (`peak_flops`,
 see throughput.py) once the trainer has attached its `ThroughputMeter`. On resume, `truncate_metrics`
 drops the rows past the checkpoint, which the resumed run is about to write again.
+
+Launched as several processes, only rank 0 writes metrics.jsonl and shows the bar (the logged loss is
+already averaged over ranks by the Trainer), and a signal on any rank stops every rank after the same step.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def truncate_metrics(path: Path, max_step: int) -> int:
 class MetricsWriter(TrainerCallback):
     """Appends one merged row per logged step to metrics.jsonl."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write: bool = True):
         self.path = Path(path)
+        self.write = write  # False on ranks other than 0: rows are merged in memory, never written
         self.pending: dict | None = None
         self.last_row: dict = {}
         self._mark_time = time.perf_counter()
@@ -80,8 +84,9 @@ class MetricsWriter(TrainerCallback):
     def flush(self) -> None:
         if self.pending is None:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(self.pending) + "\n")
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(self.pending) + "\n")
         self.last_row = self.pending
         self.pending = None
 
@@ -121,10 +126,10 @@ class MetricsWriter(TrainerCallback):
             )
             if self.throughput is not None:
                 useful = self.throughput.total()
-                useful_rate = rate(useful - self._mark_useful, now - self._mark_time)
+                useful_rate = rate(useful - self._mark_useful, now - self._mark_time)  # this rank's
                 row.update(
-                    useful_tokens_per_s=useful_rate,
-                    mfu=self.throughput.mfu(useful_rate),
+                    useful_tokens_per_s=useful_rate * args.world_size if useful_rate is not None else None,
+                    mfu=self.throughput.mfu(useful_rate),  # per device: every rank does the same work
                     peak_flops=self.throughput.peak_flops or None,
                 )
                 self._mark_useful = useful
@@ -147,6 +152,8 @@ class RichProgress(TrainerCallback):
         self.status = ""
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -195,13 +202,16 @@ class SaveAtEpochEnd(TrainerCallback):
 class StopOnSignal(TrainerCallback):
     """After SIGINT/SIGTERM, finish the current optimizer step, save a checkpoint and stop.
 
-    A second signal while stopping falls through to the default behaviour (exit at once).
+    A second signal while stopping falls through to the default behaviour (exit at once). Under several
+    processes all ranks must stop after the same step (one stopping alone would leave the others waiting in
+    their next all-reduce): a one-element all-reduce per step tells every rank whether any rank got a signal.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.received: int | None = None
+        self.received: int | None = None  # the signal this process got
+        self.stopped = False  # this or another rank got one
         self.step: int | None = None
 
     def _handle(self, signum, frame):
@@ -223,12 +233,26 @@ class StopOnSignal(TrainerCallback):
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    def any_rank_received(self, args) -> bool:
+        local = self.received is not None
+        if args.world_size <= 1:
+            return local
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(local)], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if self.any_rank_received(args):
+            self.stopped = True
             self.step = state.global_step
             control.should_save = True
             control.should_training_stop = True
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.received).name if self.received else ""
+        if self.received:
+            return signal.Signals(self.received).name
+        return "a signal to another rank" if self.stopped else ""

@@ -124,8 +124,13 @@ def remove_partials(run_dir: Path) -> None:
                 shutil.rmtree(child, ignore_errors=True)
 
 
+def staging_path(run_dir: Path, step: int) -> Path:
+    return checkpoints_root(run_dir) / f"{PARTIAL_PREFIX}{step_dir_name(step)}"
+
+
 def staging_dir(run_dir: Path, step: int) -> Path:
-    path = checkpoints_root(run_dir) / f"{PARTIAL_PREFIX}{step_dir_name(step)}"
+    """A fresh, empty staging directory for step N's checkpoint."""
+    path = staging_path(run_dir, step)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)

@@ -3,13 +3,20 @@ dataset with exact resume, atomic checkpoints, metrics.jsonl, plots and a loadab
 
 Order of work: every refusal (checks.py) -> config.yaml -> prepare the data if it is missing -> load
 the model -> Trainer -> `final/` (model or adapter + tokenizer + model card) -> report.
+
+Launched as N processes (`--num-processes N`, see launch.py) every rank runs this same function: all ranks
+make the refusals, rank 0 alone writes config.yaml, prepares the data (the others wait for it), writes
+metrics.jsonl, final/, the model card and the report; all ranks take part in each checkpoint and in saving
+final/ (under FSDP the full state dict is gathered into one HF model).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +148,7 @@ def load_model_for_training(cfg, tokenizer, gradient_checkpointing: bool, cuda: 
     elif cfg.method.kind == "lora":
         model = load_model(cfg.model)
     else:
-        device_map = {"": 0} if cuda else None
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else None  # this rank's GPU
         model = load_model(
             cfg.model, quantization_config=quantization_config(cfg.method, dtype), device_map=device_map
         )
@@ -190,6 +197,25 @@ def _preflight(cfg, resume: str | None, force: bool, cuda: bool):
     return tokenizer, fingerprint, ckpt, micro, gc, stale
 
 
+def preflight(cfg, resume: str | None = None, force: bool = False) -> None:
+    """Every refusal `run` would make, without writing anything (the launcher's check before N processes)."""
+    import torch
+
+    _preflight(cfg, resume, force, torch.cuda.is_available())
+
+
+def distributed_state(cuda: bool):
+    """accelerate's PartialState when launched as several processes (it sets up the process group exactly as
+    the Trainer's arguments would, so barriers work before the Trainer exists); None in a single process."""
+    from codetune.train.launch import world_size
+
+    if world_size() == 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not cuda)
+
+
 def run(
     cfg, resume: str | None = None, force: bool = False, extra_callbacks: list | None = None
 ) -> TrainResult:
@@ -217,26 +243,31 @@ def run(
     started = time.perf_counter()
     run_dir = cfg.run_dir
     cuda = torch.cuda.is_available()
+    state = distributed_state(cuda)
+    main = state is None or state.is_main_process
     tokenizer, fingerprint, ckpt, micro, gc, stale = _preflight(cfg, resume, force, cuda)
+    if state is not None:
+        state.wait_for_everyone()  # every rank has read the run directory before rank 0 changes it
 
     # ---- work starts here ----
-    if resume is None:
-        clear_training_artifacts(run_dir)  # only reachable with --force or when nothing is there
-    if stale:
-        shutil.rmtree(run_dir / "data", ignore_errors=True)
-    write_resolved(cfg)
-    checkpoints.remove_partials(run_dir)
-    train_ds, valid_ds = load_data(cfg, fingerprint)
-
     metrics_path = run_dir / METRICS_FILE
-    if ckpt is not None:
-        truncate_metrics(metrics_path, ckpt.step)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    if main:
+        if resume is None:
+            clear_training_artifacts(run_dir)  # only reachable with --force or when nothing is there
+        if stale:
+            shutil.rmtree(run_dir / "data", ignore_errors=True)
+        write_resolved(cfg)
+        checkpoints.remove_partials(run_dir)
+        if ckpt is not None:
+            truncate_metrics(metrics_path, ckpt.step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+    with state.main_process_first() if state is not None else nullcontext():
+        train_ds, valid_ds = load_data(cfg, fingerprint)  # rank 0 prepares missing data, the others wait
 
     set_seed(cfg.train.seed)  # LoRA init and new embedding rows
     model, dtype = load_model_for_training(cfg, tokenizer, gc, cuda)
-    metrics = MetricsWriter(metrics_path)
+    metrics = MetricsWriter(metrics_path, write=main)
     task_eval = [TaskEval(cfg, tokenizer, metrics)] if cfg.train.eval_tasks else []
     stopper = StopOnSignal()
     progress = RichProgress()
@@ -274,14 +305,17 @@ def run(
             raise CodetuneError(f"training stopped: {exc}; {kept}") from None
         finally:
             progress.close()
-    if stopper.received is not None:
+    if stopper.stopped:
         where = trainer.last_checkpoint or "none"
         raise CodetuneError(
             f"stopped by {stopper.signal_name} after step {trainer.state.global_step}; checkpoint: {where}; "
             "continue with --resume auto"
         )
 
-    final_dir = save_final(trainer, cfg, run_dir)
+    final_dir = save_final(trainer, cfg, run_dir, main)
+    if not main:
+        return TrainResult(run_dir, final_dir, trainer.state.global_step, ckpt.path if ckpt else None, None, None,
+                           trainer.state.num_input_tokens_seen, time.perf_counter() - started, None)
     rows = read_metrics(metrics_path)
     from codetune.train.model_card import write_model_card
 
@@ -319,11 +353,16 @@ def checkpoint_is_final(ckpt: checkpoints.Checkpoint, cfg) -> bool:
     return ckpt.step >= int(state.get("max_steps") or 0) > 0
 
 
-def save_final(trainer, cfg, run_dir: Path) -> Path:
-    """`final/`: the model (full) or adapter (LoRA/QLoRA) + tokenizer, written aside then renamed."""
+def save_final(trainer, cfg, run_dir: Path, main: bool = True) -> Path:
+    """`final/`: the model (full) or adapter (LoRA/QLoRA) + tokenizer, written aside then renamed. Every rank
+    calls it (gathering sharded weights is collective); rank 0 writes."""
     final = run_dir / "final"
     staging = run_dir / ".partial-final"
-    shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:  # one HF model, not per-rank shards
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     model = trainer.model
     base = Path(cfg.model.name_or_path).expanduser()
     if hasattr(model, "peft_config") and base.exists():
@@ -331,8 +370,11 @@ def save_final(trainer, cfg, run_dir: Path) -> Path:
         for peft_cfg in model.peft_config.values():
             peft_cfg.base_model_name_or_path = str(base.resolve())
     trainer.save_model(str(staging))
-    (staging / "training_args.bin").unlink(missing_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    trainer.accelerator.wait_for_everyone()
     return final
