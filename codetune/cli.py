@@ -55,17 +55,14 @@ def one_line_errors(fn):
     return wrapper
 
 
-def relaunch_args(command: str, drop: set[str]) -> list[str]:
-    """The current command's parsed arguments as a command line again (less `drop`), for each launched rank."""
-    import click
-
-    ctx = click.get_current_context()
+def relaunch_args(ctx: typer.Context, command: str, drop: set[str]) -> list[str]:
+    """The command's parsed arguments as a command line again (less `drop`), for each launched rank."""
     positional, options = [command], []
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if param.name in drop or value is None:
             continue
-        if isinstance(param, click.Argument):
+        if param.param_type_name == "argument":
             positional += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
         elif param.is_flag:
             flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
@@ -232,6 +229,7 @@ def serve_cmd(
 @app.command("eval")
 @one_line_errors
 def eval_cmd(
+    ctx: typer.Context,
     run_dir: Annotated[
         Path | None, typer.Argument(help="Run directory: evaluate the base model and every checkpoint")
     ] = None,
@@ -302,7 +300,8 @@ def eval_cmd(
 
     if num_processes > 1 and launch.world_size() == 1:
         spec = launch.machine_check(launch.validate(launch.LaunchSpec(num_processes)))
-        launch.run_launched(launch.launch_command(spec, relaunch_args("eval", drop={"num_processes"})), "evaluation")
+        args = relaunch_args(ctx, "eval", drop={"num_processes"})
+        launch.run_launched(launch.launch_command(spec, args), "evaluation")
         return
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     datasets = {}

@@ -51,6 +51,10 @@ class SourceConfig(Section):
     text_field: str = Field("content", description="Field holding the code in JSONL/Parquet/hub rows")
     prompt_field: str | None = Field(None, description="Prompt field for prompt/completion pairs")
     completion_field: str | None = Field(None, description="Completion field for prompt/completion pairs")
+    prompt_template: str | None = Field(
+        None, description="How pairs are put to the model: `sql` / `sparql` (the eval tasks' formats) or a "
+        "format string over the row's fields such as '-- {question}\\n'"
+    )
     path_field: str | None = Field(None, description="Field holding a file path (used for language detection)")
     max_files: int | None = Field(None, ge=1, description="Stop after this many files from this source")
 
@@ -60,6 +64,8 @@ class SourceConfig(Section):
             raise ValueError("a source needs exactly one of `path` or `hub`")
         if (self.prompt_field is None) != (self.completion_field is None):
             raise ValueError("`prompt_field` and `completion_field` go together")
+        if self.prompt_template is not None and self.prompt_field is None:
+            raise ValueError("`prompt_template` applies to prompt/completion pairs: set prompt_field too")
         return self
 
 

@@ -3,12 +3,31 @@
 Prompts are generated together with a KV cache (left padding); each sequence stops on its own when it
 emits a stop sequence or EOS while the rest of the batch goes on. Every result records why it ended
 (`stop` or `length`), which the failure breakdown and the API's `finish_reason` both need.
+
+Inside `sharded(shard)` (data-parallel evaluation, see codetune/evaluate/shard.py) each process generates
+only its share of the batches, and the batches are the ones a single process would make: the gathered result
+is the single-process result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+
+# Set only by `sharded`: an object with `rank`, `world_size` and `gather(obj) -> [obj of each rank]`.
+_SHARD: ContextVar = ContextVar("codetune_generation_shard", default=None)
+
+
+@contextmanager
+def sharded(shard) -> Iterator[None]:
+    """Within: `generate` runs batch b only on rank b % world_size, and gathers every rank's generations."""
+    token = _SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
 
 
 @dataclass(frozen=True)
@@ -71,13 +90,16 @@ def generate(model, tokenizer, prompts: Sequence[str], params: SamplingParams, b
     from transformers import StoppingCriteriaList
 
     device = next(model.parameters()).device
+    shard = _SHARD.get()
     expanded = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
-    results: list[list[Generation]] = [[] for _ in prompts]
+    done: dict[int, Generation] = {}  # position in `expanded` -> its generation
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
         for start in range(0, len(expanded), batch_size):
             chunk = expanded[start:start + batch_size]
+            if shard is not None and (start // batch_size) % shard.world_size != shard.rank:
+                continue
             enc = tokenizer([p for _, p in chunk], return_tensors="pt", padding=True).to(device)
             prompt_len = enc["input_ids"].shape[1]
             torch.manual_seed(params.seed + start)
@@ -94,13 +116,22 @@ def generate(model, tokenizer, prompts: Sequence[str], params: SamplingParams, b
                     eos_token_id=tokenizer.eos_token_id,
                     stopping_criteria=StoppingCriteriaList([_StopOnSequences(tokenizer, prompt_len, params.stop)]),
                 )
-            for row, (index, _) in enumerate(chunk):
-                results[index].append(_to_generation(tokenizer, out[row, prompt_len:], params,
-                                                     int(enc["attention_mask"][row].sum())))
+            for row in range(len(chunk)):
+                done[start + row] = _to_generation(tokenizer, out[row, prompt_len:], params,
+                                                   int(enc["attention_mask"][row].sum()))
             if progress is not None:
                 progress(len(chunk))
     finally:
         tokenizer.padding_side = padding_side
+    if shard is not None:
+        mine = len(done)
+        for part in shard.gather(done):
+            done.update(part)
+        if progress is not None:
+            progress(len(done) - mine)
+    results: list[list[Generation]] = [[] for _ in prompts]
+    for position, (index, _) in enumerate(expanded):
+        results[index].append(done[position])
     return results
 
 

@@ -20,6 +20,7 @@ from codetune.config import SourceConfig
 from codetune.data.extensions import language_of, unknown_languages
 from codetune.data.files import iter_local
 from codetune.errors import ConfigError, DataError
+from codetune.prompts import training_pair
 
 ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 UNKNOWN = "unknown"
@@ -211,6 +212,12 @@ def _rows_to_items(index: int, src: SourceConfig, rows, where: str, warnings: Wa
             if not isinstance(prompt, str) or not isinstance(completion, str):
                 field = src.prompt_field if not isinstance(prompt, str) else src.completion_field
                 warnings.add(f"{where} line {n}: no text field {field!r}")
+                yield Item(index, path, language, reason="missing_field")
+                continue
+            try:
+                prompt, completion = training_pair(src.prompt_template, row, src.prompt_field, src.completion_field)
+            except (KeyError, ValueError, IndexError) as exc:
+                warnings.add(f"{where} line {n}: prompt_template cannot be filled ({exc})")
                 yield Item(index, path, language, reason="missing_field")
                 continue
             yield Item(index, path, language, prompt=prompt, completion=completion)

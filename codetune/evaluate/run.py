@@ -12,6 +12,9 @@ not evaluated again, so re-running on a run that gained checkpoints only evaluat
 Generation goes through `codetune.generation`; execution tasks are scored by `codetune.evaluate.score` in
 the sandbox; `sql` and `sparql` score in-process (see their modules). `evaluate_checkpoint` is the entry
 the trainer calls at each checkpoint on a small fixed budget.
+
+`codetune eval ... --num-processes N` runs this in N launched processes: generation is split between them
+and the results are those of one process (see `codetune.evaluate.shard`); rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -179,15 +182,18 @@ def _write(out: Path, results: dict, samples: list[dict]) -> None:
         tmp.replace(out / name)
 
 
-def _load(target: Target):
+def _load(target: Target, local_rank: int = 0):
+    import torch
+
     from codetune.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(target.model)
-    return load_model(target.model, adapter=target.adapter, tokenizer=tokenizer), tokenizer
+    device_map = {"": local_rank} if torch.cuda.is_available() else None  # this process's GPU
+    return load_model(target.model, adapter=target.adapter, tokenizer=tokenizer, device_map=device_map), tokenizer
 
 
 def evaluate_target(target: Target, tasks: Sequence[str], cfg: EvalConfig, out: Path, *, run_dir: Path | None,
-                    limit: int | None, progress, sandbox_factory, force: bool = False) -> dict:
+                    limit: int | None, progress, sandbox_factory, force: bool = False, shard=None) -> dict:
     """Evaluate `target` on the tasks whose stored request differs; write results.json + samples.jsonl in `out`."""
     from codetune.evaluate.model_tasks import run_task
 
@@ -200,7 +206,7 @@ def evaluate_target(target: Target, tasks: Sequence[str], cfg: EvalConfig, out: 
     if not todo:
         progress.log(f"{target.name}: up to date ({', '.join(tasks)})")
         return results
-    model, tokenizer = _load(target)
+    model, tokenizer = _load(target, shard.local_rank if shard else 0)
     entries = {}
     for task in todo:
         sandbox = sandbox_factory() if split_temperature(task)[0] not in TEXT_TASKS else None
@@ -216,7 +222,8 @@ def evaluate_target(target: Target, tasks: Sequence[str], cfg: EvalConfig, out: 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "tasks": {t: entries.get(t) or stored[t] for t in [*stored, *todo] if t in entries or t in stored},
     }
-    _write(out, results, samples)
+    if shard is None or shard.is_main:
+        _write(out, results, samples)
     del model
     _free_accelerator_memory()
     return results
@@ -257,7 +264,9 @@ def run(run_dir: Path | None = None, model: str | None = None, adapter: str | No
         tasks: Sequence[str] | None = None, output: Path | None = None, overrides: dict | None = None,
         force: bool = False, show_progress: bool = True) -> EvalOutcome:
     """`codetune eval RUN_DIR` or `codetune eval --model M`: evaluate, write files, compare checkpoints."""
+    from codetune.evaluate import shard as sharding
     from codetune.evaluate.sandbox import Sandbox
+    from codetune.generation import sharded
 
     if (run_dir is None) == (model is None):
         raise ConfigError("eval needs either RUN_DIR or --model (not both)")
@@ -273,21 +282,31 @@ def run(run_dir: Path | None = None, model: str | None = None, adapter: str | No
     limit = cfg.limit
     names = check_tasks(tasks or cfg.tasks)
     sandboxes: list = []
+    shard = sharding.shard_from_env()  # launched with --num-processes N: this process's share
 
     def sandbox_factory():
         if not sandboxes:  # detect isolation once, and only when an execution task runs
-            sandboxes.append(Sandbox(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, workers=cfg.workers,
-                                     allow_unsafe=cfg.allow_unsafe))
+            sandbox = Sandbox(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, workers=cfg.workers,
+                              allow_unsafe=cfg.allow_unsafe)
+            sandboxes.append(sharding.MainRankSandbox(sandbox, shard) if shard else sandbox)
         return sandboxes[0]
 
     outcome = EvalOutcome({}, out_dir)
-    with Progress(show_progress) as progress:
-        for target in targets:
-            out = out_dir / target.name if run_dir is not None else out_dir
-            results = evaluate_target(target, names, cfg, out, run_dir=enclosing, limit=limit, progress=progress,
-                                      sandbox_factory=sandbox_factory, force=force)
-            outcome.results[target.name] = results
-            outcome.lines.append(_headline_line(target.name, results))
+    try:
+        with Progress(show_progress and (shard is None or shard.is_main)) as progress, sharded(shard):
+            for target in targets:
+                out = out_dir / target.name if run_dir is not None else out_dir
+                results = evaluate_target(target, names, cfg, out, run_dir=enclosing, limit=limit,
+                                          progress=progress, sandbox_factory=sandbox_factory, force=force,
+                                          shard=shard)
+                if shard is not None:
+                    shard.barrier()  # rank 0 has written this target's files before any rank reads the next
+                outcome.results[target.name] = results
+                outcome.lines.append(_headline_line(target.name, results))
+    finally:
+        sharding.close(shard)
+    if shard is not None and not shard.is_main:
+        return outcome
     if run_dir is not None:
         from codetune.report.compare import write_comparison
 

@@ -73,7 +73,8 @@ def sparql_pairs(out: Path, n: int, seed: int = 0) -> SmokeData:
                      + "\n".join(triples) + "\n", encoding="utf-8")
     return SmokeData(
         train=_write_jsonl(out / "train.jsonl", train), test=_write_jsonl(out / "test.jsonl", test),
-        source={"path": str(out / "train.jsonl"), "prompt_field": "question", "completion_field": "query"},
+        source={"path": str(out / "train.jsonl"), "prompt_field": "question", "completion_field": "query",
+                "prompt_template": "sparql"},
         eval_datasets={"sparql": str(out / "test.jsonl")}, extra={"graph": str(graph), "prefixes": PREFIXES},
     )
 
@@ -111,7 +112,8 @@ def sql_pairs(out: Path, n: int, seed: int = 0) -> SmokeData:
     train, test = _split(rows)
     return SmokeData(
         train=_write_jsonl(out / "train.jsonl", train), test=_write_jsonl(out / "test.jsonl", test),
-        source={"path": str(out / "train.jsonl"), "prompt_field": "question", "completion_field": "answer"},
+        source={"path": str(out / "train.jsonl"), "prompt_field": "question", "completion_field": "answer",
+                "prompt_template": "sql"},
         eval_datasets={"sql": str(out / "test.jsonl")}, extra={"database": str(db)},
     )
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import DataError
+from codetune.prompts import sparql_prompt
 
 QUESTION_FIELDS = ("question", "nl", "en", "text")
 GOLD_FIELDS = ("query", "sparql", "gold")
@@ -129,8 +130,7 @@ def load_sparql_dataset(path: str | Path, limit: int | None = None) -> list[Spar
 
 
 def build_prompt(example: SparqlExample) -> str:
-    return ("# Write a SPARQL query over DBpedia that answers the question.\n"
-            f"# Question: {example.question.strip()}\n")
+    return sparql_prompt(example.question)
 
 
 def completion_to_query(completion: str) -> str:

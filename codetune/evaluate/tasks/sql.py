@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import DataError
+from codetune.prompts import SQL_PROMPT_TAIL, sql_prompt
 
 QUESTION_FIELDS = ("question", "instruction", "sql_prompt")
 GOLD_FIELDS = ("query", "sql", "answer", "gold")
 CONTEXT_FIELDS = ("context", "sql_context", "schema")
 STOP_SEQUENCES = (";", "\n\n", "\n--", "```")
-PROMPT_TAIL = "SELECT"
+PROMPT_TAIL = SQL_PROMPT_TAIL
 MAX_ROWS = 100_000
 # Aggregates computed in a different order differ in the last bits; round floats before comparing.
 FLOAT_DIGITS = 6
@@ -104,8 +105,7 @@ def schema_of(db_path: str) -> str:
 
 def build_prompt(example: SqlExample) -> str:
     schema = example.context or (schema_of(example.db_path) if example.db_path else "")
-    return (f"{schema.strip()}\n\n-- Using valid SQLite, answer the following question for the tables provided "
-            f"above.\n-- Question: {example.question.strip()}\n{PROMPT_TAIL}")
+    return sql_prompt(example.question, schema)
 
 
 def completion_to_query(completion: str) -> str:
