@@ -15,7 +15,6 @@ it look better than it is.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,17 +92,14 @@ class Document:
 
 def read_valid_files(path: Path) -> list[Document]:
     """The held-out files `prepare` writes: JSONL rows {path, language, text}."""
+    from codetune.evaluate.tasks import iter_jsonl
+
     docs = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                docs.append(Document(str(row.get("path", f"{path.name}:{line_no}")),
-                                     str(row.get("language") or "unknown"), row["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}:{line_no}: not a {{path, language, text}} row ({exc})") from None
+    for line_no, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise DataError(f"{path}:{line_no}: not a {{path, language, text}} row")
+        docs.append(Document(str(row.get("path", f"{path.name}:{line_no}")), str(row.get("language") or "unknown"),
+                             row["text"]))
     return docs
 
 

@@ -8,6 +8,10 @@ rename) is never chosen. Leftover `.partial-*` directories are removed at the ne
 
 This protects against the process dying; against the disk losing renamed-but-unflushed data on power
 loss it relies on the fsync of the marker and the directory.
+
+Under FSDP a checkpoint holds each rank's shard of the weights (`pytorch_model_fsdp_0/`, accelerate's
+torch.distributed.checkpoint layout) next to the config and tokenizer; `gather_sharded` merges the shards
+into one HF model directory without any process group (what `codetune export CHECKPOINT --out DIR` does).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from pathlib import Path
 from codetune.errors import ConfigError
 
 MARKER = "checkpoint.json"
+SHARDED_MODEL_DIR = "pytorch_model_fsdp_0"  # accelerate's name for FSDP SHARDED_STATE_DICT model weights
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin",
+                        MARKER)
 PARTIAL_PREFIX = ".partial-"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -158,3 +165,26 @@ def commit(staging: Path, info: dict) -> Path:
     staging.rename(final)
     _fsync_dir(staging.parent)
     return final
+
+
+def is_sharded(path: Path) -> bool:
+    return (Path(path) / SHARDED_MODEL_DIR).is_dir()
+
+
+def gather_sharded(src: Path, out: Path) -> Path:
+    """One loadable HF model directory from a sharded checkpoint: the shards merged into model.safetensors,
+    plus the config/tokenizer files saved beside them (optimizer, RNG and trainer state are left behind)."""
+    from accelerate.utils import merge_fsdp_weights
+
+    src, out = Path(src), Path(out)
+    staging = out.with_name(f"{PARTIAL_PREFIX}{out.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    merge_fsdp_weights(str(src / SHARDED_MODEL_DIR), str(staging), safe_serialization=True)
+    for child in src.iterdir():
+        training_state = child.name in TRAINING_STATE_FILES or child.name.startswith(("rng_state", "optimizer_"))
+        if child.is_file() and not training_state:
+            shutil.copy2(child, staging / child.name)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import CodetuneError, ConfigError
+from codetune.train import checkpoints
 
 
 @dataclass
@@ -125,6 +126,10 @@ def export(
 
             rows = read_metrics(src.parent / "metrics.jsonl")
             write_model_card(target, cfg, rows, cfg.method.kind, rows[-1]["step"] if rows else 0, merged=True)
+    elif checkpoints.is_sharded(src):  # FSDP shards -> one HF model
+        if target.resolve() == src.resolve():
+            raise ConfigError(f"{src} is a sharded checkpoint: give --out DIR to gather it into one model")
+        checkpoints.gather_sharded(src, target)
     elif target.resolve() != src.resolve():
         if target.exists():
             shutil.rmtree(target)

@@ -80,22 +80,33 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file (plain or .gz); DataError names the file and line on bad input."""
+def iter_jsonl(path: Path):
+    """(line number, row) of a JSONL file (plain or .gz), blank lines skipped; DataError names the file and
+    line on bad input."""
     import gzip
 
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
     with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    yield number, json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-    return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(path)]
+
+
+def first_field(row: dict, names) -> str | None:
+    """The first non-empty of several field names datasets use for the same thing."""
+    for name in names:
+        if row.get(name):
+            return str(row[name])
+    return None
 
 
 def load_hub_rows(name: str, config: str | None, split: str = "test") -> list[dict]:

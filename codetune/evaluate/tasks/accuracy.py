@@ -8,11 +8,11 @@ met or not.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import DataError
+from codetune.evaluate.tasks import first_field, iter_jsonl
 
 PROMPT_FIELDS = ("prompt", "input")
 ANSWER_FIELDS = ("completion", "output", "answer")
@@ -30,21 +30,13 @@ def load_accuracy_dataset(path: str | Path, limit: int | None = None) -> list[Ac
     if not path.is_file():
         raise DataError(f"accuracy dataset not found: {path} (a JSONL of prompt and completion)")
     examples = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            prompt = next((row[f] for f in PROMPT_FIELDS if isinstance(row.get(f), str)), None)
-            gold = next((row[f] for f in ANSWER_FIELDS if isinstance(row.get(f), str)), None)
-            if prompt is None or gold is None:
-                raise DataError(f"{path}:{line_no}: needs {'/'.join(PROMPT_FIELDS)} and {'/'.join(ANSWER_FIELDS)}")
-            examples.append(AccuracyExample(str(row.get("task_id", f"accuracy/{len(examples)}")), prompt, gold))
-            if limit is not None and len(examples) >= limit:
-                break
+    for line_no, row in iter_jsonl(path):
+        prompt, gold = first_field(row, PROMPT_FIELDS), first_field(row, ANSWER_FIELDS)
+        if prompt is None or gold is None:
+            raise DataError(f"{path}:{line_no}: needs {'/'.join(PROMPT_FIELDS)} and {'/'.join(ANSWER_FIELDS)}")
+        examples.append(AccuracyExample(str(row.get("task_id", f"accuracy/{len(examples)}")), prompt, gold))
+        if limit is not None and len(examples) >= limit:
+            break
     if not examples:
         raise DataError(f"accuracy dataset {path} holds no examples")
     return examples

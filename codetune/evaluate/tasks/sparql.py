@@ -17,7 +17,6 @@ be modified by a query, since the child works on a copy-on-write copy.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import DataError
+from codetune.evaluate.tasks import first_field, iter_jsonl
 from codetune.prompts import sparql_prompt
 
 QUESTION_FIELDS = ("question", "nl", "en", "text")
@@ -83,13 +83,6 @@ def decode_nspm(encoded: str) -> str:
     return " ".join(words)
 
 
-def _first(row: dict, names: Sequence[str]) -> str | None:
-    for name in names:
-        if row.get(name):
-            return str(row[name])
-    return None
-
-
 def _nspm_pair(path: Path) -> tuple[Path, Path] | None:
     if path.is_dir() and (path / "data.en").is_file() and (path / "data.sparql").is_file():
         return path / "data.en", path / "data.sparql"
@@ -109,14 +102,8 @@ def load_sparql_dataset(path: str | Path, limit: int | None = None) -> list[Spar
                     for i, (q, s) in enumerate(zip(questions, queries, strict=True)) if q.strip()]
     elif path.is_file():
         examples = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            question, gold = _first(row, QUESTION_FIELDS), _first(row, GOLD_FIELDS)
+        for line_no, row in iter_jsonl(path):
+            question, gold = first_field(row, QUESTION_FIELDS), first_field(row, GOLD_FIELDS)
             if question is None or gold is None:
                 raise DataError(f"{path}:{line_no}: needs a question ({'/'.join(QUESTION_FIELDS)}) "
                                 f"and a query ({'/'.join(GOLD_FIELDS)})")

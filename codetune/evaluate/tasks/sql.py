@@ -20,7 +20,6 @@ network or the file system beyond what the authorizer allows, so no subprocess s
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import DataError
+from codetune.evaluate.tasks import first_field, iter_jsonl
 from codetune.prompts import SQL_PROMPT_TAIL, sql_prompt
 
 QUESTION_FIELDS = ("question", "instruction", "sql_prompt")
@@ -57,41 +57,27 @@ class SqlExample:
     db_path: str | None = None
 
 
-def _first(row: dict, names: Sequence[str]) -> str | None:
-    for name in names:
-        if row.get(name):
-            return str(row[name])
-    return None
-
-
 def load_sql_dataset(path: str | Path, limit: int | None = None) -> list[SqlExample]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"sql dataset not found: {path} (a JSONL of question, gold query, context or db)")
     examples = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            question, gold = _first(row, QUESTION_FIELDS), _first(row, GOLD_FIELDS)
-            if question is None or gold is None:
-                raise DataError(f"{path}:{line_no}: needs a question ({'/'.join(QUESTION_FIELDS)}) "
-                                f"and a gold query ({'/'.join(GOLD_FIELDS)})")
-            db_path = None
-            if row.get("db_path"):
-                db_path = str((path.parent / row["db_path"]).resolve())
-            elif row.get("db_id"):
-                db_path = str(path.parent / "database" / row["db_id"] / f"{row['db_id']}.sqlite")
-            if db_path is not None and not Path(db_path).is_file():
-                raise DataError(f"{path}:{line_no}: database not found: {db_path}")
-            examples.append(SqlExample(str(row.get("task_id", row.get("id", f"sql/{len(examples)}"))), question,
-                                       gold, _first(row, CONTEXT_FIELDS), db_path))
-            if limit is not None and len(examples) >= limit:
-                break
+    for line_no, row in iter_jsonl(path):
+        question, gold = first_field(row, QUESTION_FIELDS), first_field(row, GOLD_FIELDS)
+        if question is None or gold is None:
+            raise DataError(f"{path}:{line_no}: needs a question ({'/'.join(QUESTION_FIELDS)}) "
+                            f"and a gold query ({'/'.join(GOLD_FIELDS)})")
+        db_path = None
+        if row.get("db_path"):
+            db_path = str((path.parent / row["db_path"]).resolve())
+        elif row.get("db_id"):
+            db_path = str(path.parent / "database" / row["db_id"] / f"{row['db_id']}.sqlite")
+        if db_path is not None and not Path(db_path).is_file():
+            raise DataError(f"{path}:{line_no}: database not found: {db_path}")
+        examples.append(SqlExample(str(row.get("task_id", row.get("id", f"sql/{len(examples)}"))), question,
+                                   gold, first_field(row, CONTEXT_FIELDS), db_path))
+        if limit is not None and len(examples) >= limit:
+            break
     if not examples:
         raise DataError(f"sql dataset {path} holds no examples")
     return examples
