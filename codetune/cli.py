@@ -161,6 +161,7 @@ def train_cmd(
     extra = launch.plan_overrides(spec) if spec.distributed else []
     cfg = load(config, (overrides or []) + extra)
     if spec.distributed and launch.world_size() == 1:
+        launch.check_method(spec, cfg.method.kind)
         launch.machine_check(spec)
         from codetune.train.run import preflight
 

@@ -235,7 +235,7 @@ class StopOnSignal(TrainerCallback):
 
     def any_rank_received(self, args) -> bool:
         local = self.received is not None
-        if args.world_size <= 1:
+        if getattr(args, "world_size", 1) <= 1:
             return local
         import torch
         import torch.distributed as dist

@@ -108,6 +108,12 @@ def check_machine(spec: LaunchSpec, cuda_devices: int, has_deepspeed: bool) -> N
                            f"but it has {cuda_devices} GPU(s); one process per GPU")
 
 
+def check_method(spec: LaunchSpec, method_kind: str) -> None:
+    """QLoRA's 4-bit base is placed whole on each rank's GPU: it trains data-parallel (DDP) only."""
+    if method_kind == "qlora" and spec.engine != "ddp":
+        raise RefusedError(f"method.kind=qlora trains with --engine ddp (one 4-bit copy per GPU), not {spec.engine}")
+
+
 def machine_check(spec: LaunchSpec) -> LaunchSpec:
     import torch
 

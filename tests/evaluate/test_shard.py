@@ -17,15 +17,18 @@ from codetune.generation import SamplingParams, generate, sharded
 
 
 class _Rank(ProcessShard):
-    """A rank of a simulated group: `gather` answers with the parts the other ranks produced earlier."""
+    """One rank of a simulated group. `gather` records this rank's part and answers the other ranks' parts
+    with `others` (what they would have sent); `broadcast` passes rank 0's object through `parts`."""
 
-    def __init__(self, rank: int, world_size: int, parts: dict):
+    def __init__(self, rank: int, world_size: int, parts: dict, others: dict | None = None):
         super().__init__(rank, world_size)
         object.__setattr__(self, "parts", parts)
+        object.__setattr__(self, "others", others or {})
 
     def gather(self, obj):
-        self.parts[self.rank] = obj
-        return [self.parts.get(r, {}) for r in range(self.world_size)]
+        self.parts[self.rank] = dict(obj)  # generate() goes on to fill its own dict
+        rest = {k: v for k, v in self.others.items() if k not in obj}
+        return [obj if r == self.rank else rest for r in range(self.world_size)]
 
     def broadcast(self, obj):
         if self.rank == 0:
@@ -48,14 +51,17 @@ def test_sharded_generation_equals_one_process(tiny):
     prompts = [f"def f{i}(x):\n    return" for i in range(5)]
     params = SamplingParams(max_new_tokens=6, temperature=1.0, n=3, seed=7)
     whole = generate(model, tokenizer, prompts, params, batch_size=2)
+    flat = {pos: g for pos, g in enumerate(g for gens in whole for g in gens)}  # position in the n-expanded list
     for world in (2, 3):
         parts: dict = {}
-        for rank in reversed(range(world)):  # rank 0 last: it sees every other rank's part
-            with sharded(_Rank(rank, world, parts)):
-                got = generate(model, tokenizer, prompts, params, batch_size=2)
-        assert got == whole
-        assert sorted(len(p) for p in parts.values()) == sorted(  # batch b on rank b % world
-            sum(min(2, 15 - start) for start in range(2 * r, 15, 2 * world)) for r in range(world))
+        for rank in range(world):
+            with sharded(_Rank(rank, world, parts, others=flat)):
+                assert generate(model, tokenizer, prompts, params, batch_size=2) == whole
+        # Each rank generated exactly its batches (b % world == rank), and generated them as one process did.
+        for rank in range(world):
+            owned = [pos for pos in range(15) if (pos // 2) % world == rank]
+            assert sorted(parts[rank]) == owned
+            assert all(parts[rank][pos] == flat[pos] for pos in owned)
     assert len({g.text for gens in whole for g in gens}) > 5  # sampled, not all alike
 
 

@@ -1,10 +1,11 @@
 """Multi-process training (codetune/train/launch.py and the rank-aware run/trainer/callbacks).
 
 On CPU, through the real CLI and `accelerate launch`: a 2-process DDP run (gloo) logs the loss curve of a
-single process with the same global batch, and a 2-process run SIGKILLed mid-step resumes to that same curve. FSDP2 runs on CPU with torch's `fully_shard` under torchrun (accelerate's FSDP plugin
-refuses a CPU-only machine): its loss curve, a sharded checkpoint's resume, and the gathered export are
-checked. The Trainer's FSDP and DeepSpeed paths need CUDA: `gpu`-marked, skipped here. A SIGTERM stops both
-ranks after the same step with a checkpoint.
+single process with the same global batch; a 2-process run SIGKILLed mid-step resumes to that same curve; a
+SIGTERM stops both ranks after the same step with a checkpoint. FSDP2 runs on CPU with torch's `fully_shard`
+under torchrun (accelerate's FSDP plugin refuses a CPU-only machine): its loss curve, a sharded checkpoint's
+resume and the gathered export are checked. The Trainer's FSDP and DeepSpeed paths need CUDA: `gpu`-marked,
+skipped here.
 
 Why the curves can be equal: one process with micro_batch 4 and two with micro_batch 2 see the same global
 batches. The Trainer's sampler draws one permutation of the train rows from `data_seed` whatever the number
@@ -83,6 +84,9 @@ def test_machine_refusals():
         launch.check_machine(LaunchSpec(2, "deepspeed"), cuda_devices=8, has_deepspeed=False)
     with pytest.raises(RefusedError, match="puts 8 processes on this machine but it has 4 GPU"):
         launch.check_machine(LaunchSpec(16, num_machines=2, main_address="h", main_port=1), 4, True)
+    with pytest.raises(RefusedError, match="qlora trains with --engine ddp"):
+        launch.check_method(LaunchSpec(2, "fsdp"), "qlora")
+    launch.check_method(LaunchSpec(2), "qlora")
     launch.check_machine(LaunchSpec(2), cuda_devices=0, has_deepspeed=False)  # DDP on CPU processes
     launch.check_machine(LaunchSpec(16, "fsdp", num_machines=2, main_address="h", main_port=1), 8, False)
 
