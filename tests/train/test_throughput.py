@@ -174,3 +174,15 @@ def test_metrics_rows_carry_useful_tokens_per_s_and_mfu(make_cfg):
         assert row["useful_tokens_per_s"] <= row["tokens_per_s"] * 1.0001
     names = dict(summary_rows(rows))
     assert names["median useful tokens/s"] > 0 and 0 < names["median MFU (%)"] < 100
+
+
+def test_measuring_the_peak_leaves_the_global_rng_alone():
+    """The first run in a process measures the matmul peak; it must not shift that run's dropout masks."""
+    import torch
+
+    from codetune.train.throughput import measured_peak_flops
+
+    measured_peak_flops.cache_clear()
+    before = torch.get_rng_state()
+    assert measured_peak_flops("cpu", "float32", torch.get_num_threads()) > 0
+    assert torch.equal(before, torch.get_rng_state())
