@@ -129,9 +129,10 @@ def _plot_deltas(scores: LanguageScores, names: list[str], path: Path) -> bool:
     d_bpb = deltas_vs_base(scores.bits_per_byte, names[0])
     if not any(d_pass.values()) and not any(d_bpb.values()):
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, deltas, title in ((axes[0], d_pass, "Δ pass@1 vs base (higher is better)"),
-                              (axes[1], d_bpb, "Δ bits/byte vs base (lower is better)")):
+    panels = [(d, title) for d, title in ((d_pass, "Δ pass@1 vs base (higher is better)"),
+                                          (d_bpb, "Δ bits/byte vs base (lower is better)")) if any(d.values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (deltas, title) in zip(axes[0], panels, strict=True):
         langs = sorted({lang for per in deltas.values() for lang in per})
         models = [n for n in names[1:] if deltas.get(n)]
         width = 0.8 / max(len(models), 1)

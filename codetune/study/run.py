@@ -223,16 +223,22 @@ def _resolve_models(cfg: Config, recipe: Recipe, name: str, study_dir: Path, smo
 
 
 def _compare(study_dir: Path, recipe: Recipe) -> Path | None:
-    """Side by side: every run's base model and final checkpoint, in one comparison report."""
+    """Side by side in one comparison report: variants (runs from the same base) against that base; for
+    stages (a run starting from another's model) the last stage against the model it started from, on
+    the same held-out sets, which is where the gain and the forgetting show."""
     from codetune.report.compare import write_comparison
 
+    order = recipe.ordered_runs()
+    chained = [n for n in order if recipe.runs[n].init_from is not None]
+    runs = chained[-1:] if chained else order
     entries: list[tuple[str, dict]] = []
-    for name in recipe.ordered_runs():
+    for name in runs:
         evals = sorted((study_dir / name / "eval").glob("*/results.json"), key=_checkpoint_order)
         if not evals:
             continue
         if not entries:
-            entries.append(("base", json.loads(evals[0].read_text())))
+            start = recipe.runs[name].init_from
+            entries.append((f"{start} (start)" if start else "base", json.loads(evals[0].read_text())))
         entries.append((name, json.loads(evals[-1].read_text())))
     if len(entries) < 2:
         return None
