@@ -17,6 +17,11 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
+# HumanEval-X JavaScript/162 requires js-md5; the sandbox's node finds global packages through NODE_PATH.
+if command -v npm >/dev/null 2>&1 && [ ! -d "$(npm root -g)/js-md5" ]; then
+  npm install -g --silent js-md5@0.8 >/dev/null 2>&1 || echo "warning: npm could not install js-md5 (one JS problem)"
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.codetune-installed

@@ -52,6 +52,7 @@ class Language:
     # Patterns that mean failure even when the exit code is 0 (console.assert only prints).
     soft_failures: tuple[str, ...] = ()
     tools: tuple[str, ...] = field(default=())
+    env: tuple[tuple[str, str], ...] = ()  # extra variables of the run, e.g. where shared libraries live
 
     def available(self) -> bool:
         """True when every tool this row needs is on PATH."""
@@ -123,6 +124,8 @@ JS = Language(
     ),
     soft_failures=(r"(?m)^Assertion failed",),
     tools=("node",),
+    # Global npm packages (setup installs js-md5, which HumanEval-X JavaScript/162 requires).
+    env=(("NODE_PATH", "/usr/local/lib/node_modules:/usr/lib/node_modules"),),
 )
 
 CPP = Language(

@@ -195,7 +195,7 @@ class Sandbox:
             values = {"file": file_name, "exe": str(workdir / stem), "main": main, "out": str(classes),
                       "heap_mb": str(self.memory_mb), "python": python_executable()}
             env = {"PATH": SAFE_PATH, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8",
-                   "LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "2"}
+                   "LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "2", **dict(language.env)}
             run = {"argv": _expand(language.run, values), "cwd": str(workdir), "uid": uid, "env": env,
                    "timeout_s": self.timeout_s, "limits": self._limits(language, compile_step=False)}
             if language.fork_python:

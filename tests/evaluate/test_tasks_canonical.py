@@ -1,6 +1,7 @@
 """The executor is right: canonical solutions pass (HumanEval 164/164; HumanEval-X in python, java, js, cpp) with
 the sandbox on, and wrong solutions fail with the right status. MultiPL-E programs assemble and run."""
 
+import os
 import shutil
 import subprocess
 
@@ -18,8 +19,10 @@ KNOWN_BAD = {
 
 def js_md5_status() -> str:
     """JavaScript/162's canonical solution needs the npm package js-md5."""
-    found = shutil.which("node") and subprocess.run(["node", "-e", "require.resolve('js-md5')"],
-                                                    capture_output=True).returncode == 0
+    from codetune.evaluate.languages import JS
+
+    found = shutil.which("node") and subprocess.run(["node", "-e", "require.resolve('js-md5')"], capture_output=True,
+                                                    env={**os.environ, **dict(JS.env)}).returncode == 0
     return "passed" if found else "runtime_error"
 
 
