@@ -121,6 +121,18 @@ def load_hub_rows(name: str, config: str | None, split: str = "test") -> list[di
                         f"to a local JSONL copy") from None
 
 
+def load_rows(dataset: str | None, file_name: str, hub_name: str,
+              hub_config: str) -> tuple[list[dict], str, str | None]:
+    """(rows, source, sha256) from a local JSONL (a file, or `file_name` in a directory) or else the Hub."""
+    if dataset and Path(dataset).is_dir():
+        dataset = str(Path(dataset) / file_name)
+    if dataset and (Path(dataset).suffix in (".jsonl", ".gz") or Path(dataset).exists()):
+        path = Path(dataset)
+        return read_jsonl(path), str(path), sha256_file(path)
+    name = dataset or hub_name
+    return load_hub_rows(name, hub_config), f"{name}:{hub_config}", None
+
+
 def require_fields(rows: list[dict], fields: tuple[str, ...], source: str) -> None:
     for number, row in enumerate(rows, 1):
         missing = [f for f in fields if f not in row]

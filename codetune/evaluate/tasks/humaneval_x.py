@@ -8,11 +8,9 @@ brace languages stop on the closing "\\n}" of the function (Java: of the class) 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from codetune.errors import ConfigError
 from codetune.evaluate.languages import Language
-from codetune.evaluate.tasks import Problem, Task, load_hub_rows, read_jsonl, require_fields, sha256_file
+from codetune.evaluate.tasks import Problem, Task, load_rows, require_fields
 
 HUB_NAME = "THUDM/humaneval-x"
 # Rust's tests are #[test] functions (they need `rustc --test`) and Go's need `go test`: not wired up yet, and
@@ -31,14 +29,7 @@ def _cpp_setup(prompt: str) -> str:
 def load(language: Language, dataset: str | None = None) -> Task:
     if language.name not in SUPPORTED:
         raise ConfigError(f"humaneval-x:{language.name} is not supported; use one of {', '.join(SUPPORTED)}")
-    if dataset and Path(dataset).is_dir():
-        dataset = str(Path(dataset) / f"humaneval_{language.name}.jsonl")
-    if dataset and (Path(dataset).suffix in (".jsonl", ".gz") or Path(dataset).exists()):
-        path = Path(dataset)
-        rows, source, digest = read_jsonl(path), str(path), sha256_file(path)
-    else:
-        name = dataset or HUB_NAME
-        rows, source, digest = load_hub_rows(name, language.name), f"{name}:{language.name}", None
+    rows, source, digest = load_rows(dataset, f"humaneval_{language.name}.jsonl", HUB_NAME, language.name)
     require_fields(rows, ("task_id", "prompt", "test"), source)
     brace = language.name != "python"
     stops = ("\n}",) if brace else language.stop_sequences

@@ -7,10 +7,8 @@ canonical solutions. Java programs go in Problem.java (the class is `Problem`; t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from codetune.evaluate.languages import Language
-from codetune.evaluate.tasks import Problem, Task, load_hub_rows, read_jsonl, require_fields, sha256_file
+from codetune.evaluate.tasks import Problem, Task, load_rows, require_fields
 
 HUB_NAME = "nuprl/MultiPL-E"
 FILE_NAMES = {"java": "Problem.java"}
@@ -18,14 +16,7 @@ FILE_NAMES = {"java": "Problem.java"}
 
 def load(language: Language, dataset: str | None = None) -> Task:
     config = f"humaneval-{language.name}"
-    if dataset and Path(dataset).is_dir():
-        dataset = str(Path(dataset) / f"{config}.jsonl")
-    if dataset and (Path(dataset).suffix in (".jsonl", ".gz") or Path(dataset).exists()):
-        path = Path(dataset)
-        rows, source, digest = read_jsonl(path), str(path), sha256_file(path)
-    else:
-        name = dataset or HUB_NAME
-        rows, source, digest = load_hub_rows(name, config), f"{name}:{config}", None
+    rows, source, digest = load_rows(dataset, f"{config}.jsonl", HUB_NAME, config)
     require_fields(rows, ("name", "prompt", "tests", "stop_tokens"), source)
     problems = [
         Problem(task_id=row["name"], prompt=row["prompt"], tests=row["tests"],
